@@ -1,0 +1,228 @@
+"""Reading digit CSVs into uint8 arrays, with one-line errors that point at the bad cell, and a parse cache.
+
+Two header styles are accepted: Kaggle's `label,pixel0..pixel783` and the other common MNIST dump's
+`label,1x1,...,28x28` (row x column, 1-based, row-major). The label column is optional in test files.
+
+The fast path is one pandas call with explicit dtypes. Only when it fails, or the values are out of range, does a
+slow line-by-line pass run to find the exact row and column, so a valid file never pays for diagnostics.
+"""
+
+from __future__ import annotations
+
+import csv as _csv
+import gzip
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from digits.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SIDE = 28
+PIXELS = SIDE * SIDE
+KAGGLE_COLUMNS = [f"pixel{i}" for i in range(PIXELS)]
+GRID_COLUMNS = [f"{r}x{c}" for r in range(1, SIDE + 1) for c in range(1, SIDE + 1)]
+EXPECTED_HEADER = "'label,pixel0,...,pixel783' or 'label,1x1,...,28x28'"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DigitArrays:
+    """Images as uint8 [N, 28, 28] and labels as int64 [N] (None for an unlabelled file)."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def find_csv(directory: Path, stem: str) -> Path | None:
+    """`stem.csv`, else `stem.csv.gz`, in directory; None if neither exists."""
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+    # newline="" lets the csv module see CRLF itself; utf-8-sig drops a BOM.
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+
+def _head_bytes(path: Path, n: int = 8192) -> bytes:
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read(n)
+        with open(path, "rb") as f:
+            return f.read(n)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"cannot be read: {e}", path) from None
+
+
+def _check_text(path: Path) -> str:
+    """Reject binary files and empty files up front; return the header line."""
+    head = _head_bytes(path)
+    if not head.strip():
+        raise UserError("file is empty (expected a CSV with header " + EXPECTED_HEADER + ")", path)
+    if b"\x00" in head:
+        raise UserError("is a binary file, not a CSV text file", path)
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        # A multi-byte character cut at the end of the chunk is fine; anything earlier is not text.
+        if e.start < len(head) - 4:
+            raise UserError("is not UTF-8 text (a binary file?), expected a CSV", path) from None
+        text = head[: e.start].decode("utf-8-sig")
+    return text.splitlines()[0] if text.splitlines() else ""
+
+
+def _parse_header(path: Path, header_line: str, require_label: bool) -> tuple[list[str], int | None]:
+    """Return the column names and the position of the label column; raise on anything but the two schemes."""
+    columns = [c.strip().strip('"').strip() for c in next(_csv.reader([header_line]))]
+    if all(_is_int(c) for c in columns if c):
+        raise UserError(f"has no header row (first line is data); expected header {EXPECTED_HEADER}", path, 1)
+    label_at = columns.index("label") if "label" in columns else None
+    if require_label and label_at is None:
+        raise UserError(f"no 'label' column; expected header {EXPECTED_HEADER}", path, 1)
+    pixels = [c for i, c in enumerate(columns) if i != label_at]
+    if len(pixels) != PIXELS:
+        raise UserError(
+            f"has {len(pixels)} pixel columns, expected {PIXELS} (a 28x28 image); header must be {EXPECTED_HEADER}",
+            path,
+            1,
+        )
+    scheme = KAGGLE_COLUMNS if pixels[0] == KAGGLE_COLUMNS[0] else GRID_COLUMNS
+    for got, want in zip(pixels, scheme):
+        if got != want:
+            raise UserError(f"unexpected column name '{got}', expected '{want}' ({EXPECTED_HEADER})", path, 1, got)
+    return columns, label_at
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _diagnose(path: Path, columns: list[str], label_at: int | None) -> UserError | None:
+    """Walk the file line by line and return an error for the first bad row or cell (None if all are fine)."""
+    n = len(columns)
+    with _open_text(path) as f:
+        reader = _csv.reader(f)
+        next(reader, None)  # header
+        for row in reader:
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank lines are skipped, as pandas does
+            if len(row) != n:
+                return UserError(f"row has {len(row)} fields, expected {n}", path, line)
+            try:
+                values = np.array(row, dtype=np.int64)
+            except (ValueError, OverflowError):
+                for name, cell in zip(columns, row):
+                    text = cell.strip()
+                    if not text:
+                        return UserError("empty cell, expected an integer", path, line, name)
+                    if not _is_int(text):
+                        return UserError(f"'{text[:20]}' is not an integer", path, line, name)
+                return UserError("cannot parse row", path, line)
+            for i, (name, v) in enumerate(zip(columns, values)):
+                if i == label_at:
+                    if not 0 <= v <= 9:
+                        return UserError(f"label {v} is outside 0-9", path, line, name)
+                elif not 0 <= v <= 255:
+                    return UserError(f"pixel value {v} is outside 0-255", path, line, name)
+    return None
+
+
+def parse_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
+    """Parse a digit CSV (no cache). Raise UserError naming the file, row and column on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such file", path)
+    columns, label_at = _parse_header(path, _check_text(path), require_label)
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype=np.int32,
+            engine="c",
+            encoding="utf-8-sig",
+            compression="infer",
+            skip_blank_lines=True,
+        )
+        table = frame.to_numpy(dtype=np.int32, copy=False)
+    except (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise _diagnose(path, columns, label_at) or UserError(f"cannot be parsed as CSV: {e}", path) from None
+    if len(table) == 0:
+        raise UserError("has a header but no data rows", path)
+    if table.shape[1] != len(columns):
+        raise _diagnose(path, columns, label_at) or UserError("rows do not match the header", path)
+    pixel_idx = [i for i in range(len(columns)) if i != label_at]
+    pixels = table[:, pixel_idx]
+    labels = None if label_at is None else table[:, label_at]
+    bad = pixels.min() < 0 or pixels.max() > 255 or (labels is not None and (labels.min() < 0 or labels.max() > 9))
+    if bad:
+        raise _diagnose(path, columns, label_at) or UserError("values out of range", path)
+    images = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(-1, SIDE, SIDE)
+    return DigitArrays(images, None if labels is None else labels.astype(np.int64))
+
+
+def _cache_key(path: Path) -> str:
+    """Size, mtime and the bytes at both ends: an edited CSV gets a new key, a reread costs no full hash."""
+    st = path.stat()
+    h = hashlib.sha1(f"{CACHE_VERSION}:{st.st_size}:{st.st_mtime_ns}".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 16))
+        if st.st_size > 1 << 16:
+            f.seek(max(st.st_size - (1 << 16), 1 << 16))
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def cache_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.cache.npz")
+
+
+def load_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
+    """Parse with a cache next to the CSV, so a second run's data set-up costs one np.load."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such file", path)
+    key = _cache_key(path)
+    cached = cache_path(path)
+    if cached.is_file():
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    labels = z["labels"] if z["has_labels"] else None
+                    if labels is not None or not require_label:
+                        return DigitArrays(z["images"], labels)
+        except (OSError, ValueError, KeyError):
+            pass  # a broken cache is rebuilt below
+    arrays = parse_csv(path, require_label)
+    tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp.npz")
+    try:
+        np.savez(
+            tmp,
+            key=np.array(key),
+            images=arrays.images,
+            labels=arrays.labels if arrays.labels is not None else np.zeros(0, np.int64),
+            has_labels=np.array(arrays.labels is not None),
+        )
+        os.replace(tmp, cached)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        log.warning("could not write parse cache %s (%s); the CSV will be parsed again next run", cached, e)
+    return arrays

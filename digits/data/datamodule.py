@@ -1,0 +1,163 @@
+"""The DataModule: a data folder (or the embedded MNIST default) to device-resident train/val/test tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from digits.data.augment import Augment
+from digits.data.batches import TensorBatches
+from digits.data.csv import DigitArrays, find_csv, load_csv
+from digits.data.mnist import ensure_mnist
+from digits.errors import UserError
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, val) indices; each class gives round(n_class * val_fraction) to val.
+
+    Depends only on the labels, the fraction and the seed, so every model and optimizer in a sweep sees one split.
+    """
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        val.append(rng.permutation(idx)[: round(len(idx) * val_fraction)])
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    mask = np.ones(len(labels), bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 [N, 1, 28, 28]
+    labels: torch.Tensor | None  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class DigitsDataModule(L.LightningDataModule):
+    """`dir` holds train.csv (labelled) and optionally test.csv (labelled or not); None means embedded MNIST."""
+
+    def __init__(
+        self,
+        dir: str | None = None,
+        root: str = "data/mnist",
+        val_fraction: float = 0.1,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        seed: int = 0,
+        augment: bool = False,
+        rotate: float = 12.0,
+        translate: float = 2.0,
+        zoom: float = 0.0,
+        on_device: bool = True,
+    ):
+        super().__init__()
+        if not 0 < val_fraction < 1:
+            raise UserError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise UserError("data.batch_size and data.eval_batch_size must be positive")
+        self.dir = dir
+        self.root = root
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.augment = Augment(rotate, translate, zoom) if augment else None
+        self.on_device = on_device
+        self.train: Split | None = None
+        self.val: Split | None = None
+        self.test: Split | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.dir) if self.dir else Path(self.root)
+
+    def _files(self) -> tuple[Path, Path | None]:
+        d = self.data_dir
+        if not d.is_dir():
+            raise UserError("data folder does not exist (expected a folder holding train.csv)", d)
+        train = find_csv(d, "train")
+        if train is None:
+            raise UserError("no train.csv (or train.csv.gz) in the data folder", d)
+        return train, find_csv(d, "test")
+
+    def prepare_data(self) -> None:
+        """Fetch the default data if needed and fill the parse caches (runs once per node)."""
+        if not self.dir:
+            ensure_mnist(self.root)
+        train, test = self._files()
+        load_csv(train, require_label=True)
+        if test is not None:
+            load_csv(test)
+
+    def load(self) -> tuple[DigitArrays, DigitArrays | None, Path, Path | None]:
+        train_file, test_file = self._files()
+        train = load_csv(train_file, require_label=True)
+        test = load_csv(test_file) if test_file is not None else None
+        return train, test, train_file, test_file
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is not None:
+            return
+        train, test, self.train_file, self.test_file = self.load()
+        assert train.labels is not None
+        tr_idx, va_idx = stratified_split(train.labels, self.val_fraction, self.seed)
+        if len(tr_idx) == 0 or len(va_idx) == 0:
+            raise UserError(
+                f"too few rows ({len(train)}) to split with val_fraction={self.val_fraction}", self.train_file
+            )
+        device = torch.device("cpu")
+        if self.on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+        self.train = self._split(train, tr_idx, device)
+        self.val = self._split(train, va_idx, device)
+        self.test = self._split(test, None, device) if test is not None else None
+
+    @staticmethod
+    def _split(arrays: DigitArrays, idx: np.ndarray | None, device: torch.device) -> Split:
+        images = arrays.images if idx is None else arrays.images[idx]
+        labels = arrays.labels if (arrays.labels is None or idx is None) else arrays.labels[idx]
+        x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(device)
+        y = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels)).to(device)
+        return Split(x, y)
+
+    @property
+    def test_labelled(self) -> bool:
+        return self.test is not None and self.test.labels is not None
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> TensorBatches:
+        assert self.train is not None
+        rank, world = self._rank()
+        return TensorBatches(
+            self.train.images,
+            self.train.labels,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch=self._epoch,
+            augment=self.augment,
+            rank=rank,
+            world_size=world,
+        )
+
+    def val_dataloader(self) -> TensorBatches:
+        assert self.val is not None
+        rank, world = self._rank()
+        return TensorBatches(
+            self.val.images, self.val.labels, self.eval_batch_size, shuffle=False, rank=rank, world_size=world
+        )

@@ -1,0 +1,9 @@
+"""One plain nn.Module per architecture; no Lightning here. Pick one with `model=<name>` (conf/model/<name>.yaml)."""
+
+from digits.models.alexnet import AlexNet
+from digits.models.ann import ANN
+from digits.models.init import INIT_SCHEMES, apply_init
+from digits.models.lenet import LeNet5
+from digits.models.original import OriginalCNN
+
+__all__ = ["ANN", "INIT_SCHEMES", "AlexNet", "LeNet5", "OriginalCNN", "apply_init"]

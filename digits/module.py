@@ -1,0 +1,140 @@
+"""One LightningModule for every architecture: cross-entropy, per-stage accuracy, optimizer and schedule from config.
+
+Losses and correct counts accumulate on the device and are read once per epoch, so a training step never waits for
+the host. The global RNG (dropout) is reseeded from (seed, epoch) at each epoch start: with the data order and the
+augmentation also functions of (seed, epoch), a run resumed from an end-of-epoch checkpoint repeats exactly what
+the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from digits.data.batches import stream_seed
+
+NUM_CLASSES = 10
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        l1: float = 0.0,
+        seed: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.l1 = l1
+        self.seed = seed
+        self.channels_last = channels_last
+        self.compile_net = compile
+        self.config = config or {}  # plain values, stored in every checkpoint so it can be rebuilt without Hydra
+        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
+        self.val_acc_best = 0.0
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile_net:
+            self.net.compile()  # in place: state_dict keys stay those of the plain module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    # --- accumulators: device tensors, read once per epoch ---------------------------------------------------------
+    def _add(self, stage: str, loss: torch.Tensor, n: int) -> None:
+        total = loss.detach().float() * n
+        if stage in self._sums:
+            self._sums[stage] += total
+        else:
+            self._sums[stage] = total
+        self._sums[stage + "_n"] = self._sums.get(stage + "_n", 0) + n  # type: ignore[assignment,operator]
+
+    def _mean_loss(self, stage: str) -> torch.Tensor:
+        total = self._sums.pop(stage, torch.tensor(float("nan"), device=self.device))
+        n = self._sums.pop(stage + "_n", 0)
+        return total / max(int(n), 1)
+
+    def l1_penalty(self) -> torch.Tensor:
+        """Sum of |w| over weight matrices and kernels (biases and norm parameters are not penalised)."""
+        return sum(p.abs().sum() for p in self.net.parameters() if p.ndim > 1)  # type: ignore[return-value]
+
+    # --- training ----------------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(stream_seed(self.seed, self.current_epoch, 2) + self.global_rank)
+        self.train_acc.reset()
+        self._sums.pop("train", None)
+        self._sums.pop("train_n", None)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self._add("train", loss, len(y))
+        self.train_acc.update(logits.detach(), y)
+        if self.l1 > 0:
+            loss = loss + self.l1 * self.l1_penalty()
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self._mean_loss("train"), sync_dist=True)
+        self.log("train/acc", self.train_acc.compute())
+
+    # --- validation --------------------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self.val_acc.reset()
+        self._sums.pop("val", None)
+        self._sums.pop("val_n", None)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self._add("val", F.cross_entropy(logits, y), len(y))
+        self.val_acc.update(logits, y)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.log("val/loss", self._mean_loss("val"), sync_dist=True)
+        self.log("val/acc", acc)
+        if not self.trainer.sanity_checking:
+            self.val_acc_best = max(self.val_acc_best, float(acc))  # one host read per epoch
+            self.log("val/acc_best", self.val_acc_best)
+
+    # --- optimisation ------------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return opt
+        steps = int(self.trainer.estimated_stepping_batches)
+        func = getattr(self.scheduler_factory, "func", self.scheduler_factory)
+        params = inspect.signature(func).parameters
+        extra = {k: steps for k in ("total_steps", "T_max") if k in params}
+        sched = self.scheduler_factory(optimizer=opt, **extra)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- checkpoints hold plain values only -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_acc_best"] = float(self.val_acc_best)
+        checkpoint["digits_config"] = self.config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))

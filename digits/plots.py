@@ -1,0 +1,129 @@
+"""Figures: learning curves of many runs on shared axes, a confusion matrix, a grid of misclassified digits.
+
+The curves come from the runs' TensorBoard event files: the one record of every scalar, read back here rather than
+kept twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+CURVE_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+def read_curves(run_dir: str | Path) -> pd.DataFrame:
+    """Per-epoch scalars of one run (columns: epoch (1-based), train/loss, ...), from its event files.
+
+    A resumed run has several event files and may repeat a step: the last value written for a step wins.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags().get("scalars", []))
+    if "epoch" not in tags:
+        return pd.DataFrame(columns=["epoch", *CURVE_TAGS])
+    step_epoch = {e.step: int(e.value) + 1 for e in acc.Scalars("epoch")}
+    table: dict[int, dict[str, float]] = {}
+    for tag in CURVE_TAGS:
+        if tag not in tags:
+            continue
+        for e in acc.Scalars(tag):
+            if e.step in step_epoch:
+                table.setdefault(step_epoch[e.step], {})[tag] = e.value
+    frame = pd.DataFrame.from_dict(table, orient="index").sort_index()
+    frame.index.name = "epoch"
+    return frame.reset_index()
+
+
+def curves_figure(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
+    """The report's figure: training loss and validation accuracy per epoch, one line per run, shared axes."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, frame in curves.items():
+        if "train/loss" in frame:
+            ax_loss.plot(frame["epoch"], frame["train/loss"], marker=".", label=name)
+        if "val/acc" in frame:
+            ax_acc.plot(frame["epoch"], 100 * frame["val/acc"], marker=".", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log", title="training loss")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(True, alpha=0.3)
+    handles, labels = ax_acc.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) - 1) // 3), 1, 1))
+    return fig
+
+
+def confusion_matrix(probs: np.ndarray, labels: np.ndarray, classes: int = 10) -> np.ndarray:
+    pred = probs.argmax(1)
+    return np.bincount(labels * classes + pred, minlength=classes * classes).reshape(classes, classes)
+
+
+def confusion_figure(probs: np.ndarray, labels: np.ndarray) -> Figure:
+    cm = confusion_matrix(probs, labels)
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    off = cm.astype(float)
+    np.fill_diagonal(off, np.nan)  # colour the mistakes; the diagonal would swamp them
+    im = ax.imshow(off, cmap="Reds")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color="black")
+    acc = np.trace(cm) / max(cm.sum(), 1)
+    ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
+    ax.set_title(f"confusion matrix: {cm.sum() - np.trace(cm)} errors of {cm.sum()} ({100 * acc:.2f}% correct)")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="count (off-diagonal)")
+    fig.tight_layout()
+    return fig
+
+
+def top_mistakes(probs: np.ndarray, labels: np.ndarray, limit: int = 48) -> np.ndarray:
+    """Indices of misclassified samples, most confident mistakes first."""
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != labels)
+    return wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:limit]
+
+
+def mistakes_figure(probs: np.ndarray, labels: np.ndarray, index: np.ndarray, images: np.ndarray) -> Figure:
+    """A grid of the misclassified digits images[k] (sample index[k]), each titled 'pred p (true t)'."""
+    pred = probs.argmax(1)
+    cols = 8
+    rows = max(1, -(-len(index) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i, img in zip(axes.flat, index, images):
+        ax.imshow(img.reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"pred {pred[i]} (true {labels[i]})", fontsize=7, color="firebrick")
+    total = int((pred != labels).sum())
+    fig.suptitle(f"{total} misclassified of {len(labels)}; the {len(index)} most confident shown", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def labelled_split(preds: dict[str, Any]) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+    """The split to judge a run on in figures: test if it is labelled, else validation."""
+    for split in ("test", "val"):
+        if f"{split}_labels" in preds and f"{split}_probs" in preds:
+            return split, preds[f"{split}_probs"], preds[f"{split}_labels"]
+    return "", None, None
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

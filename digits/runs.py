@@ -1,0 +1,58 @@
+"""Reading and writing what a run leaves in its directory: metrics.json, predictions, overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.npz"
+FINISHED = ("completed", "early_stopped", "diverged")  # a sweep re-run skips these
+RESULT_STATUSES = FINISHED  # statuses that count as "the job produced a result"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write then rename, so a reader (or a kill) never sees half a file."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    p = Path(run_dir) / METRICS
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_overrides(run_dir: Path) -> list[str]:
+    """The job's own command-line overrides (Hydra's .hydra/overrides.yaml), without hydra.* ones."""
+    p = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not p.is_file():
+        return []
+    items = yaml.safe_load(p.read_text()) or []
+    return [o for o in items if not o.lstrip("+~").startswith("hydra")]
+
+
+def holds_results(run_dir: Path) -> bool:
+    run_dir = Path(run_dir)
+    return (run_dir / METRICS).is_file() or (run_dir / "checkpoints").is_dir()
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Sub-directories of a sweep that are jobs (they have Hydra's .hydra/ or a metrics.json), in job order."""
+    sweep_dir = Path(sweep_dir)
+    jobs = [d for d in sweep_dir.iterdir() if d.is_dir() and ((d / ".hydra").is_dir() or (d / METRICS).is_file())]
+    return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+
+
+def label(run_dir: Path) -> str:
+    """A job's name in legends and tables: its overrides, or the directory name."""
+    return " ".join(read_overrides(run_dir)) or Path(run_dir).name

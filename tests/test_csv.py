@@ -1,0 +1,176 @@
+"""CSV parsing: both header styles, the parse cache, and a one-line error naming file, row and column."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_folder, synthetic_digits, write_digits_csv
+
+from digits.data.csv import GRID_COLUMNS, KAGGLE_COLUMNS, cache_path, load_csv, parse_csv
+from digits.errors import UserError
+
+
+def _rows(n: int = 5, label: bool = True, columns: list[str] = KAGGLE_COLUMNS) -> list[str]:
+    x, y = synthetic_digits(n)
+    head = (["label"] if label else []) + columns
+    lines = [",".join(head)]
+    for i in range(n):
+        cells = ([str(y[i])] if label else []) + [str(v) for v in x[i]]
+        lines.append(",".join(cells))
+    return lines
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("header", ["kaggle", "grid"])
+def test_both_header_styles_parse_to_the_same_arrays(tmp_path: Path, header: str) -> None:
+    x, y = synthetic_digits(50)
+    path = write_digits_csv(tmp_path / "train.csv", x, y, header)
+    got = parse_csv(path, require_label=True)
+    assert got.images.dtype == np.uint8 and got.images.shape == (50, 28, 28)
+    np.testing.assert_array_equal(got.images.reshape(50, -1), x)
+    np.testing.assert_array_equal(got.labels, y)
+
+
+def test_unlabelled_and_labelled_test_files(tmp_path: Path) -> None:
+    x, y = synthetic_digits(20)
+    assert parse_csv(write_digits_csv(tmp_path / "a.csv", x, None)).labels is None
+    np.testing.assert_array_equal(parse_csv(write_digits_csv(tmp_path / "b.csv", x, y, "grid")).labels, y)
+
+
+def test_label_column_need_not_come_first(tmp_path: Path) -> None:
+    lines = _rows(3)
+    moved = []
+    for line in lines:
+        cells = line.split(",")
+        moved.append(",".join([*cells[1:], cells[0]]))
+    got = parse_csv(_write(tmp_path / "t.csv", moved), require_label=True)
+    np.testing.assert_array_equal(got.labels, parse_csv(_write(tmp_path / "u.csv", lines)).labels)
+
+
+def test_crlf_bom_and_gzip_are_accepted(tmp_path: Path) -> None:
+    lines = _rows(4)
+    plain = parse_csv(_write(tmp_path / "plain.csv", lines), require_label=True)
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())
+    gz = tmp_path / "train.csv.gz"
+    gz.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    for p in (crlf, bom, gz):
+        got = parse_csv(p, require_label=True)
+        np.testing.assert_array_equal(got.images, plain.images)
+        np.testing.assert_array_equal(got.labels, plain.labels)
+
+
+def test_cache_is_reused_and_an_edited_csv_is_parsed_again(tmp_path: Path) -> None:
+    x, y = synthetic_digits(30)
+    path = write_digits_csv(tmp_path / "train.csv", x, y)
+    first = load_csv(path, require_label=True)
+    cached = cache_path(path)
+    assert cached.is_file()
+    stamp = cached.stat().st_mtime_ns
+    again = load_csv(path, require_label=True)
+    assert cached.stat().st_mtime_ns == stamp  # served from the cache, not rewritten
+    np.testing.assert_array_equal(first.images, again.images)
+    # Edit one pixel, keeping the file size the same.
+    text = path.read_text().splitlines()
+    cells = text[1].split(",")
+    cells[5] = "9" if cells[5] != "9" else "8"
+    text[1] = ",".join(cells)
+    time.sleep(0.01)
+    path.write_text("\n".join(text) + "\n")
+    edited = load_csv(path, require_label=True)
+    assert edited.images.reshape(30, -1)[0, 4] == int(cells[5])
+
+
+def test_a_broken_cache_file_is_rebuilt(tmp_path: Path) -> None:
+    x, y = synthetic_digits(10)
+    path = write_digits_csv(tmp_path / "train.csv", x, y)
+    load_csv(path)
+    cache_path(path).write_bytes(b"garbage")
+    np.testing.assert_array_equal(load_csv(path).images.reshape(10, -1), x)
+
+
+def _cell(lines: list[str], row: int, col: int, value: str) -> list[str]:
+    """Replace the cell at file line `row` (1-based, header = 1) and column index col."""
+    out = list(lines)
+    cells = out[row - 1].split(",")
+    cells[col] = value
+    out[row - 1] = ",".join(cells)
+    return out
+
+
+BAD_CASES = {
+    "empty file": (lambda L: [], None, None, "empty"),
+    "header only": (lambda L: L[:1], None, None, "no data rows"),
+    "short row": (lambda L: [*L[:2], ",".join(L[2].split(",")[:-1]), *L[3:]], 3, None, "785"),
+    "long row": (lambda L: [*L[:3], L[3] + ",7", *L[4:]], 4, None, "786 fields"),
+    "non-numeric cell": (lambda L: _cell(L, 4, 11, "abc"), 4, "pixel10", "'abc' is not an integer"),
+    "empty cell": (lambda L: _cell(L, 4, 11, ""), 4, "pixel10", "empty cell"),
+    "float cell": (lambda L: _cell(L, 2, 1, "0.5"), 2, "pixel0", "not an integer"),
+    "pixel above 255": (lambda L: _cell(L, 5, 300, "256"), 5, "pixel299", "outside 0-255"),
+    "negative pixel": (lambda L: _cell(L, 3, 2, "-1"), 3, "pixel1", "outside 0-255"),
+    "label outside 0-9": (lambda L: _cell(L, 3, 0, "10"), 3, "label", "outside 0-9"),
+    "no label column": (lambda L: [",".join(r.split(",")[1:]) for r in L], 1, None, "no 'label' column"),
+    "783 pixels": (lambda L: [",".join(r.split(",")[:-1]) for r in L], 1, None, "783 pixel columns"),
+    "renamed column": (lambda L: _cell(L, 1, 7, "foo"), 1, "foo", "expected 'pixel6'"),
+    "headerless": (lambda L: L[1:], 1, None, "no header"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_train_csv_names_file_row_and_column(tmp_path: Path, case: str) -> None:
+    edit, row, column, text = BAD_CASES[case]
+    path = tmp_path / "train.csv"
+    lines = edit(_rows(6))
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    with pytest.raises(UserError) as info:
+        load_csv(path, require_label=True)
+    err = info.value
+    assert err.file == str(path)
+    assert err.row == row, str(err)
+    assert err.column == column, str(err)
+    assert text in str(err)
+    assert "\n" not in str(err)
+    assert not cache_path(path).exists()  # nothing cached for a bad file
+
+
+def test_binary_and_non_utf8_files(tmp_path: Path) -> None:
+    p = tmp_path / "train.csv"
+    p.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(UserError, match="binary"):
+        parse_csv(p)
+    p.write_bytes(b"label,pixel0\n\xff\xfe\xfa" + b"1" * 100)
+    with pytest.raises(UserError, match=r"UTF-8|binary"):
+        parse_csv(p)
+    g = tmp_path / "train.csv.gz"
+    g.write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="cannot be read"):
+        parse_csv(g)
+
+
+def test_grid_header_rows_are_read_row_major(tmp_path: Path) -> None:
+    image = np.zeros((1, 784), np.uint8)
+    image[0, GRID_COLUMNS.index("3x5")] = 200  # row 3, column 5 (1-based)
+    got = parse_csv(write_digits_csv(tmp_path / "t.csv", image, np.array([1]), "grid"))
+    assert got.images[0, 2, 4] == 200 and got.images.sum() == 200
+
+
+def test_an_unwritable_cache_only_costs_a_reparse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_folder(tmp_path / "ro", n_train=20, test=None)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(np, "savez", refuse)
+    assert len(load_csv(folder / "train.csv")) == 20
+    assert not cache_path(folder / "train.csv").exists()
+    assert not list(folder.glob("*.tmp*"))

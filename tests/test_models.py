@@ -1,0 +1,95 @@
+"""Architectures: the reference table exactly, shapes for every model, init schemes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from digits.cli_args import CONF_DIR
+from digits.errors import UserError
+from digits.models import INIT_SCHEMES, OriginalCNN, apply_init
+from digits.models.summary import format_table, layer_table
+
+# The report's torchsummary table (shared/reference/README.md).
+REFERENCE = [
+    ("Conv2d-1", (-1, 32, 24, 24), 832),
+    ("BatchNorm2d-2", (-1, 32, 24, 24), 64),
+    ("Conv2d-3", (-1, 32, 20, 20), 25_632),
+    ("BatchNorm2d-4", (-1, 32, 20, 20), 64),
+    ("Dropout2d-5", (-1, 32, 10, 10), 0),
+    ("Conv2d-6", (-1, 64, 8, 8), 18_496),
+    ("BatchNorm2d-7", (-1, 64, 8, 8), 128),
+    ("Conv2d-8", (-1, 64, 6, 6), 36_928),
+    ("BatchNorm2d-9", (-1, 64, 6, 6), 128),
+    ("Dropout2d-10", (-1, 64, 3, 3), 0),
+    ("Conv2d-11", (-1, 128, 1, 1), 73_856),
+    ("BatchNorm2d-12", (-1, 128, 1, 1), 256),
+    ("Conv2d-13", (-1, 128, 1, 1), 16_512),
+    ("BatchNorm2d-14", (-1, 128, 1, 1), 256),
+    ("Linear-15", (-1, 100), 12_900),
+    ("Linear-16", (-1, 10), 1_010),
+]
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def test_original_matches_the_reference_table() -> None:
+    model = OriginalCNN()
+    rows = [(r.name, r.shape, r.params) for r in layer_table(model)]
+    assert rows == REFERENCE
+    assert sum(p.numel() for p in model.parameters()) == 187_062
+    text = format_table(model, layer_table(model))
+    assert "[-1, 32, 24, 24]" in text and "25,632" in text and "Total params: 187,062" in text
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_maps_a_batch_to_ten_logits_and_learns(name: str) -> None:
+    torch.manual_seed(0)
+    net = instantiate(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
+    x = torch.randn(8, 1, 28, 28)
+    y = torch.arange(8) % 10
+    assert net(x).shape == (8, 10)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_model_dropout_knob_reaches_the_layers() -> None:
+    for name in MODELS:
+        cfg = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
+        cfg.dropout = 0.37
+        net = instantiate(cfg)
+        ps = [m.p for m in net.modules() if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d))]
+        assert ps and all(p == 0.37 for p in ps), name
+
+
+@pytest.mark.parametrize("scheme", INIT_SCHEMES)
+def test_init_schemes(scheme: str) -> None:
+    torch.manual_seed(0)
+    net = apply_init(OriginalCNN(), scheme)
+    w = net.conv3.weight
+    if scheme == "zeros":
+        assert all(float(p.abs().sum()) == 0 for n, p in net.named_parameters() if "bn" not in n)
+    elif scheme == "kaiming":
+        fan_in = 32 * 3 * 3
+        assert abs(float(w.detach().std()) - (2 / fan_in) ** 0.5) < 0.01
+        assert float(net.conv3.bias.abs().sum()) == 0
+    elif scheme == "xavier":
+        bound = (6 / (32 * 9 + 64 * 9)) ** 0.5
+        assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.9 * bound
+    elif scheme == "normal":
+        assert abs(float(w.detach().std()) - 0.01) < 0.002
+    if scheme != "default":
+        assert float(net.bn1.weight.min()) == 1.0 and float(net.bn1.bias.abs().sum()) == 0
+
+
+def test_unknown_init_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="valid: default, normal, xavier, kaiming, zeros"):
+        apply_init(OriginalCNN(), "orthogonal")
