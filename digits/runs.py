@@ -53,6 +53,18 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
 
 
-def label(run_dir: Path) -> str:
-    """A job's name in legends and tables: its overrides, or the directory name."""
-    return " ".join(read_overrides(run_dir)) or Path(run_dir).name
+def labels(run_dirs: list[Path]) -> dict[Path, str]:
+    """Each job's name in legends and tables: the overrides that differ between the jobs (what the sweep varied).
+
+    Shared overrides (data.dir=..., trainer.max_epochs=...) would only make every name long and alike. A single run
+    is named by all its overrides; a job with none by its directory name.
+    """
+    parsed = {d: dict(o.split("=", 1) if "=" in o else (o, "") for o in read_overrides(d)) for d in run_dirs}
+    keys = {k for kv in parsed.values() for k in kv}
+    if len(run_dirs) > 1:
+        keys = {k for k in keys if len({kv.get(k) for kv in parsed.values()}) > 1}
+    out = {}
+    for d, kv in parsed.items():
+        name = " ".join(f"{k}={v}" for k, v in kv.items() if k in keys)
+        out[d] = name or Path(d).name
+    return out

@@ -31,9 +31,11 @@ LAST: SweepResult | None = None  # read by digits.train.main for the exit status
 def summarize(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per job dir: its overrides and what its metrics.json says (status 'missing' when there is none)."""
     rows = []
-    for d in runs.job_dirs(Path(sweep_dir)):
+    jobs = runs.job_dirs(Path(sweep_dir))
+    names = runs.labels(jobs)
+    for d in jobs:
         m = runs.read_metrics(d) or {"status": "missing"}
-        row: dict[str, Any] = {"job": d.name, "overrides": runs.label(d)}
+        row: dict[str, Any] = {"job": d.name, "overrides": names[d]}
         row.update({k: m.get(k) for k in COLUMNS[2:]})
         if m.get("error"):
             row["error"] = m["error"]

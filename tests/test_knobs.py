@@ -1,0 +1,151 @@
+"""Every model with every init, the regularization knobs, augmentation, determinism, the report's two studies."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, ROOT, make_folder, metrics_of, only_run_dir, run_cli
+from hydra import compose, initialize_config_dir
+from test_models import REFERENCE
+
+from digits.cli_args import CONF_DIR
+from digits.data import DigitsDataModule
+from digits.data.augment import Augment
+from digits.data.batches import normalize
+from digits.module import Classifier
+
+
+def _sweep_dir(cwd: Path) -> Path:
+    dirs = list((cwd / "outputs" / "multirun").glob("*/*"))
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_summary_cli_reproduces_the_reference_table(tmp_path: Path) -> None:
+    out = run_cli(["model=original"], cwd=tmp_path, module="digits.summary").stdout
+    for name, shape, params in REFERENCE:
+        shape_text = "[" + ", ".join(str(d) for d in shape) + "]"
+        assert any(
+            line.split()[0] == name and shape_text in line and line.endswith(f"{params:,}")
+            for line in out.splitlines()
+            if line.strip()
+        ), name
+    assert "Total params: 187,062" in out
+
+
+def test_every_model_with_every_init_from_one_command(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "grid", n_train=200, n_test=50, header="grid", test="labelled")
+    args = [
+        "-m",
+        f"data.dir={data}",
+        "model=original,lenet,alexnet,ann",
+        "init=default,normal,xavier,kaiming,zeros",
+        *FAST,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    ]
+    run_cli(args, cwd=tmp_path, timeout=600)
+    summary = pd.read_csv(_sweep_dir(tmp_path) / "summary.csv")
+    assert len(summary) == 20
+    assert set(summary["status"]) == {"completed"}, summary[["overrides", "status"]]
+    assert summary["test_acc"].notna().all()
+
+
+def test_zero_init_barely_learns_while_kaiming_does(tmp_path: Path, grid_dir: Path) -> None:
+    run_cli(["-m", f"data.dir={grid_dir}", "init=zeros,kaiming", *FAST, "trainer.max_epochs=3"], cwd=tmp_path)
+    summary = pd.read_csv(_sweep_dir(tmp_path) / "summary.csv").set_index("overrides")
+    zeros, kaiming = summary.loc["init=zeros"], summary.loc["init=kaiming"]
+    assert zeros["val_acc_best"] <= 0.2  # chance is 0.1: every unit computes the same thing
+    assert kaiming["val_acc_best"] >= 0.8
+
+
+def test_l1_penalty_is_the_sum_of_absolute_weights() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    module = Classifier(net, optimizer=torch.optim.SGD, l1=0.1)
+    expected = sum(float(m.weight.detach().abs().sum()) for m in net)  # biases are not penalised
+    assert math.isclose(float(module.l1_penalty()), expected, rel_tol=1e-6)
+
+
+def test_augment_is_seeded_label_preserving_geometry_and_keeps_the_background() -> None:
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0
+    aug = Augment(rotate=15, translate=2, zoom=0.1)
+    a = aug(x, torch.Generator().manual_seed(1))
+    b = aug(x, torch.Generator().manual_seed(1))
+    c = aug(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # drawn per image
+    assert float(a[:, :, :3, :].abs().max()) == 0.0  # far from the digit, the background stays 0
+    mass = a.sum(dim=(1, 2, 3))
+    assert float((mass / 64 - 1).abs().max()) < 0.25  # a warp, not a wipe: ink is kept up to the zoom
+    identity = Augment(rotate=0, translate=0, zoom=0)(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(identity, x, atol=1e-5)
+    shift = Augment(rotate=0, translate=2, zoom=0)(x, torch.Generator().manual_seed(3))
+    cols = torch.arange(28.0)
+    centre = (shift.sum(dim=(1, 2)) * cols).sum(1) / shift.sum(dim=(1, 2, 3))
+    assert float((centre - 13.5).abs().max()) <= 2.0 + 1e-4
+
+
+def test_augmentation_applies_to_the_training_split_only(grid_dir: Path) -> None:
+    dm = DigitsDataModule(dir=str(grid_dir), batch_size=32, eval_batch_size=100, augment=True, seed=0)
+    dm.prepare_data()
+    dm.setup()
+    plain = DigitsDataModule(dir=str(grid_dir), batch_size=32, eval_batch_size=100, augment=False, seed=0)
+    plain.setup()
+    (xa, ya), (xp, yp) = next(iter(dm.train_dataloader())), next(iter(plain.train_dataloader()))
+    assert torch.equal(ya, yp) and not torch.allclose(xa, xp)  # same order, warped pixels
+    (xv, _) = next(iter(dm.val_dataloader()))
+    assert torch.equal(xv, normalize(dm.val.images[:100]))
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path, grid_dir: Path) -> None:
+    knobs = ["data.augment=true", "data.zoom=0.1", "l1=0.0001", "optim.weight_decay=0.0005", "model.dropout=0.3"]
+    results = []
+    for i, seed in enumerate([7, 7, 8]):
+        cwd = tmp_path / f"r{i}"
+        cwd.mkdir()
+        run_cli([f"data.dir={grid_dir}", f"seed={seed}", *knobs, *FAST, "trainer.limit_train_batches=4"], cwd=cwd)
+        m = metrics_of(only_run_dir(cwd))
+        results.append({k: m[k] for k in ("val_acc_best", "test_acc", "train_loss_last", "val_loss_last", "epochs")})
+    assert results[0] == results[1]
+    assert results[0] != results[2]
+
+
+@pytest.mark.parametrize(
+    "experiment, params",
+    [
+        ("compare_models", {"model": "original,lenet,alexnet,ann"}),
+        ("optim_grid", {"optim": "sgd,adam", "lr": "0.001,0.01,0.1"}),
+    ],
+)
+def test_the_report_studies_compose_as_multiruns(experiment: str, params: dict) -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert dict(cfg.hydra.sweeper.params) == params
+    if experiment == "compare_models":
+        assert cfg.lr == 0.01 and cfg.trainer.max_epochs == 20 and cfg.optim._target_ == "torch.optim.SGD"
+    else:
+        assert cfg.trainer.max_epochs == 10 and cfg.model._target_.endswith("OriginalCNN")
+
+
+def test_optim_grid_runs_as_one_command(tmp_path: Path, grid_dir: Path) -> None:
+    args = [
+        "experiment=optim_grid",
+        f"data.dir={grid_dir}",
+        *FAST,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+    ]
+    proc = run_cli(args, cwd=tmp_path)
+    summary = pd.read_csv(_sweep_dir(tmp_path) / "summary.csv")
+    assert sorted(summary["overrides"]) == sorted(
+        f"optim={o} lr={lr}" for o in ("sgd", "adam") for lr in ("0.001", "0.01", "0.1")
+    )
+    assert "Sweep summary (6/6 jobs with a result)" in proc.stdout
+    assert (ROOT / "conf" / "experiment" / "optim_grid.yaml").is_file()
