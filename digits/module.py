@@ -97,7 +97,7 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log("train/loss", self._mean_loss("train"), sync_dist=True)
-        self.log("train/acc", self.train_acc.compute())
+        self.log("train/acc", self.train_acc.compute(), sync_dist=True)
 
     # --- validation --------------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -114,10 +114,10 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         acc = self.val_acc.compute()
         self.log("val/loss", self._mean_loss("val"), sync_dist=True)
-        self.log("val/acc", acc)
+        self.log("val/acc", acc, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.val_acc_best = max(self.val_acc_best, float(acc))  # one host read per epoch
-            self.log("val/acc_best", self.val_acc_best)
+            self.log("val/acc_best", self.val_acc_best, sync_dist=True)
 
     # --- optimisation ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

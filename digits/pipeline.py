@@ -106,7 +106,10 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
     )
     cbs = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + list(callbacks or [])
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=cbs, logger=logger, precision=precision)
+    extra: dict[str, Any] = {}
+    if cfg.trainer.get("sync_batchnorm") and not (torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"):
+        extra["sync_batchnorm"] = False  # SyncBatchNorm needs CUDA; on CPU (gloo) each rank keeps its own statistics
+    trainer = instantiate(cfg.trainer, callbacks=cbs, logger=logger, precision=precision, **extra)
     return dm, module, trainer
 
 
@@ -259,10 +262,10 @@ def _log_to_tensorboard(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, 
     logger.log_hyperparams(_hparams(cfg), final)
     split, probs, labels = plots.labelled_split(preds)
     if probs is not None and labels is not None:
-        writer = logger.experiment
-        writer.add_figure(f"{split}/confusion_matrix", plots.confusion_figure(probs, labels), trainer.global_step)
+        writer, step = logger.experiment, trainer.global_step
+        writer.add_figure(f"{split}/confusion_matrix", plots.confusion_figure(probs, labels, split), step)
         fig = plots.mistakes_figure(probs, labels, preds["mistake_index"], preds["mistake_images"])
-        writer.add_figure(f"{split}/misclassified", fig, trainer.global_step)
+        writer.add_figure(f"{split}/misclassified", fig, step)
     logger.finalize("success")
 
 

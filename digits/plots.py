@@ -1,23 +1,19 @@
 """Figures: learning curves of many runs on shared axes, a confusion matrix, a grid of misclassified digits.
 
 The curves come from the runs' TensorBoard event files: the one record of every scalar, read back here rather than
-kept twice.
+kept twice. Figures are built with matplotlib's object API (no pyplot): no global backend to choose, nothing to close,
+and they still display inline in a notebook.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 CURVE_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
@@ -49,7 +45,8 @@ def read_curves(run_dir: str | Path) -> pd.DataFrame:
 
 def curves_figure(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
     """The report's figure: training loss and validation accuracy per epoch, one line per run, shared axes."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for name, frame in curves.items():
         if "train/loss" in frame:
             ax_loss.plot(frame["epoch"], frame["train/loss"], marker=".", label=name)
@@ -59,6 +56,7 @@ def curves_figure(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = ax_acc.get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
@@ -73,18 +71,22 @@ def confusion_matrix(probs: np.ndarray, labels: np.ndarray, classes: int = 10) -
     return np.bincount(labels * classes + pred, minlength=classes * classes).reshape(classes, classes)
 
 
-def confusion_figure(probs: np.ndarray, labels: np.ndarray) -> Figure:
+def confusion_figure(probs: np.ndarray, labels: np.ndarray, split: str = "") -> Figure:
     cm = confusion_matrix(probs, labels)
-    fig, ax = plt.subplots(figsize=(6, 5.4))
+    fig = Figure(figsize=(6, 5.4))
+    ax = fig.subplots()
     off = cm.astype(float)
     np.fill_diagonal(off, np.nan)  # colour the mistakes; the diagonal would swamp them
     im = ax.imshow(off, cmap="Reds")
+    dark = np.nanmax(off) / 2 if np.isfinite(off).any() else np.inf
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color="black")
+            white = i != j and cm[i, j] > dark
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if white else "black")
     acc = np.trace(cm) / max(cm.sum(), 1)
     ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
-    ax.set_title(f"confusion matrix: {cm.sum() - np.trace(cm)} errors of {cm.sum()} ({100 * acc:.2f}% correct)")
+    where = f"{split} " if split else ""
+    ax.set_title(f"{where}confusion matrix: {cm.sum() - np.trace(cm)} errors of {cm.sum()} ({100 * acc:.2f}% correct)")
     fig.colorbar(im, ax=ax, fraction=0.046, label="count (off-diagonal)")
     fig.tight_layout()
     return fig
@@ -102,7 +104,8 @@ def mistakes_figure(probs: np.ndarray, labels: np.ndarray, index: np.ndarray, im
     pred = probs.argmax(1)
     cols = 8
     rows = max(1, -(-len(index) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
+    fig = Figure(figsize=(cols * 1.3, rows * 1.5))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i, img in zip(axes.flat, index, images):
@@ -125,5 +128,4 @@ def labelled_split(preds: dict[str, Any]) -> tuple[str, np.ndarray | None, np.nd
 def save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -1,0 +1,87 @@
+"""Figures and tables for a run or a sweep: `python -m digits.report <run dir | sweep dir>`.
+
+A sweep dir gets curves.png (training loss and validation accuracy of every job on shared axes, the report's
+figures, each job named by the overrides it varied) and a refreshed summary.csv/summary.md. A run dir gets
+curves.png, confusion.png and misclassified.png (from its predictions.npz). The PNGs are written next to the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from digits import runs
+from digits.errors import UserError, cli
+
+
+def report_run(run_dir: Path) -> list[Path]:
+    from digits import plots
+
+    written = []
+    curves = plots.read_curves(run_dir)
+    name = runs.labels([run_dir])[run_dir]
+    if len(curves):
+        written.append(plots.save(plots.curves_figure({name: curves}, title=name), run_dir / "curves.png"))
+    pred_file = run_dir / runs.PREDICTIONS
+    if pred_file.is_file():
+        with np.load(pred_file) as z:
+            preds = {k: z[k] for k in z.files}
+        split, probs, labels = plots.labelled_split(preds)
+        if probs is not None and labels is not None:
+            written.append(plots.save(plots.confusion_figure(probs, labels, split), run_dir / "confusion.png"))
+            if "mistake_index" in preds:
+                fig = plots.mistakes_figure(probs, labels, preds["mistake_index"], preds["mistake_images"])
+                written.append(plots.save(fig, run_dir / "misclassified.png"))
+    if not written:
+        raise UserError("nothing to draw: no TensorBoard scalars and no predictions.npz", run_dir)
+    return written
+
+
+def report_sweep(sweep_dir: Path, top: int | None = None) -> list[Path]:
+    from digits import plots, sweep
+
+    frame = sweep.write_summary(sweep_dir)
+    jobs = runs.job_dirs(sweep_dir)
+    names = runs.labels(jobs)
+    by_job = {d.name: d for d in jobs}
+    order = [by_job[j] for j in frame["job"].astype(str) if j in by_job]  # best validation accuracy first
+    if top is not None:
+        order = order[:top]
+    status = dict(zip(frame["job"].astype(str), frame["status"]))
+    curves = {}
+    for d in order:
+        c = plots.read_curves(d)
+        if len(c):
+            mark = "" if status.get(d.name) == "completed" else f" [{status.get(d.name)}]"
+            curves[names[d] + mark] = c
+    if not curves:
+        raise UserError("no job of this sweep has logged any epoch yet", sweep_dir)
+    title = f"{sweep_dir.name}: {len(curves)} runs" + (f" (best {top} by validation accuracy)" if top else "")
+    out = sweep_dir / (f"curves_top{top}.png" if top else "curves.png")
+    return [plots.save(plots.curves_figure(curves, title=title), out), sweep_dir / "summary.md"]
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m digits.report", description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path, help="a run dir (outputs/<date>/<time>) or a sweep dir")
+    parser.add_argument("--top", type=int, default=None, help="sweeps: plot only the N best jobs (by val accuracy)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    path: Path = args.path
+    if not path.is_dir():
+        raise UserError("no such run or sweep dir", path)
+    if (path / runs.METRICS).is_file() or (path / ".hydra").is_dir():
+        written = report_run(path)
+    elif runs.job_dirs(path):
+        written = report_sweep(path, args.top)
+    else:
+        raise UserError("neither a run dir (metrics.json, .hydra/) nor a sweep dir (job sub-dirs)", path)
+    for p in written:
+        print(p)
+
+
+if __name__ == "__main__":
+    main()

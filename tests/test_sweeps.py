@@ -1,0 +1,158 @@
+"""Sweeps that survive a diverging and a failing job; the summary, figures, TensorBoard, notebook; launchers, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import nbformat
+import pandas as pd
+import pytest
+from conftest import FAST, ROOT, make_folder, metrics_of, only_run_dir, run_cli
+from hydra import compose, initialize_config_dir
+
+from digits.cli_args import CONF_DIR
+
+NOTEBOOK = ROOT / "notebooks" / "compare_runs.ipynb"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """lr=1e9 diverges; weight_decay=-1 makes torch.optim raise: 1 completed, 1 diverged, 2 failed jobs."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    data = make_folder(cwd / "grid", header="grid", test="labelled")
+    args = ["-m", f"data.dir={data}", "lr=0.05,1e9", "optim.weight_decay=0,-1", *FAST, "trainer.max_epochs=3"]
+    proc = run_cli(args, cwd=cwd)
+    (sweep_dir,) = list((cwd / "outputs" / "multirun").glob("*/*"))
+    return sweep_dir, proc.stdout
+
+
+def test_a_diverging_and_a_failing_job_do_not_stop_the_sweep(sweep: tuple[Path, str]) -> None:
+    sweep_dir, stdout = sweep
+    summary = pd.read_csv(sweep_dir / "summary.csv").set_index("overrides")
+    assert summary.loc["lr=0.05 optim.weight_decay=0", "status"] == "completed"
+    assert summary.loc["lr=1000000000.0 optim.weight_decay=0", "status"] == "diverged"
+    assert summary.loc["lr=1000000000.0 optim.weight_decay=0", "epochs"] == 1  # stopped at once, not after patience
+    failed = summary[summary["status"] == "failed"]
+    assert len(failed) == 2 and failed["error"].str.contains("weight_decay").all()
+    # Best first, by validation accuracy.
+    assert summary.index[0] == "lr=0.05 optim.weight_decay=0"
+    expected = ["job", "status", "epochs", "best_epoch", "val_acc_best", "test_acc", "train_seconds"]
+    assert list(summary.columns[:7]) == expected
+    md = (sweep_dir / "summary.md").read_text()
+    assert md.startswith("| job | overrides | status |") and "diverged" in md
+    assert "Sweep summary (2/4 jobs with a result)" in stdout and "| failed |" in stdout
+
+
+def test_failed_job_records_its_error(sweep: tuple[Path, str]) -> None:
+    sweep_dir, _ = sweep
+    failed = [metrics_of(d) for d in sweep_dir.iterdir() if (d / "metrics.json").is_file()]
+    failed = [m for m in failed if m["status"] == "failed"]
+    assert failed and all("ValueError" in m["error"] for m in failed)
+
+
+def test_exit_status_is_nonzero_only_when_no_job_has_a_result(tmp_path: Path, grid_dir: Path) -> None:
+    proc = run_cli(["-m", f"data.dir={grid_dir}", "optim.weight_decay=-1,-2", *FAST], cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "no job of the sweep produced a result" in proc.stderr
+
+
+def test_report_draws_the_sweep_and_a_run(sweep: tuple[Path, str]) -> None:
+    sweep_dir, _ = sweep
+    out = run_cli([str(sweep_dir)], cwd=sweep_dir, module="digits.report").stdout
+    curves = sweep_dir / "curves.png"
+    assert str(curves) in out and mpimg.imread(curves).shape[1] > 800
+    best = pd.read_csv(sweep_dir / "summary.csv").iloc[0]["job"]
+    run_dir = sweep_dir / str(best)
+    out = run_cli([str(run_dir)], cwd=sweep_dir, module="digits.report").stdout
+    for name in ("curves.png", "confusion.png", "misclassified.png"):
+        assert (run_dir / name).is_file() and name in out
+    bad = run_cli([str(sweep_dir / "nope")], cwd=sweep_dir, module="digits.report", check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("digits: error:")
+
+
+def test_tensorboard_holds_scalars_hparams_and_images(sweep: tuple[Path, str]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sweep_dir, _ = sweep
+    best = pd.read_csv(sweep_dir / "summary.csv").iloc[0]["job"]
+    acc = EventAccumulator(str(sweep_dir / str(best)), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc"} <= set(tags["scalars"])
+    assert {"test/confusion_matrix", "test/misclassified"} <= set(tags["images"])
+    hparams = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams and "_hparams_/experiment" in hparams
+    start = hparams["_hparams_/session_start_info"].decode("latin1")
+    assert "optim" in start and "lr" in start
+    assert "hparams/val_acc_best" in hparams["_hparams_/experiment"].decode("latin1")
+
+
+def test_notebook_runs_on_a_sweep_and_is_stored_without_outputs(sweep: tuple[Path, str]) -> None:
+    from nbclient import NotebookClient
+
+    stored = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in stored.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    sweep_dir, _ = sweep
+    os.environ["DIGITS_SWEEP_DIR"] = str(sweep_dir)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    try:
+        nb = nbformat.read(NOTEBOOK, as_version=4)
+        NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        del os.environ["DIGITS_SWEEP_DIR"]
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "lr=0.05 optim.weight_decay=0" in text and "image/png" in text
+
+
+@pytest.mark.parametrize(
+    "override, target",
+    [
+        ("hydra/launcher=parallel", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("hydra/sweeper=search", "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"),
+    ],
+)
+def test_launcher_and_sweeper_configs_compose(override: str, target: str) -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[override], return_hydra_config=True)
+    group = override.split("=")[0].split("/")[1]
+    assert cfg.hydra[group]._target_ == target
+
+
+def test_ddp_config_composes() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["trainer=ddp"])
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2
+
+
+def test_parallel_launcher_runs_jobs_side_by_side(tmp_path: Path, grid_dir: Path) -> None:
+    args = ["-m", "hydra/launcher=parallel", f"data.dir={grid_dir}", "lr=0.01,0.1", *FAST, "trainer.max_epochs=1"]
+    proc = run_cli(args, cwd=tmp_path)
+    (sweep_dir,) = list((tmp_path / "outputs" / "multirun").glob("*/*"))
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert sorted(summary["overrides"]) == ["lr=0.01", "lr=0.1"] and set(summary["status"]) == {"completed"}
+    assert "Joblib.Parallel" in proc.stdout + proc.stderr
+
+
+def test_adaptive_search_chooses_trials_and_maximizes_val_acc(tmp_path: Path, grid_dir: Path) -> None:
+    args = ["-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=3", f"data.dir={grid_dir}", *FAST]
+    proc = run_cli([*args, "trainer.max_epochs=1"], cwd=tmp_path)
+    (sweep_dir,) = list((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert len(pd.read_csv(sweep_dir / "summary.csv")) == 3
+    assert "Best value" in proc.stdout + proc.stderr
+    assert (sweep_dir / "optimization_results.yaml").is_file()
+
+
+def test_ddp_on_two_cpu_processes_leaves_one_run(tmp_path: Path, grid_dir: Path) -> None:
+    run_cli(["trainer=ddp", "trainer.accelerator=cpu", f"data.dir={grid_dir}", *FAST], cwd=tmp_path)
+    run = only_run_dir(tmp_path)
+    assert len(list((tmp_path / "outputs").rglob("metrics.json"))) == 1
+    m = metrics_of(run)
+    assert m["status"] == "completed" and m["test_acc"] is not None and m["epochs"] == 2
+    assert (run / "train_ddp_process_1.log").exists()  # a second process really ran
