@@ -7,6 +7,8 @@ so a resumed run needs no repeated arguments.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -61,7 +63,9 @@ def validate(args: list[str]) -> None:
         key, value = kv
         if key in known:
             for choice in _choices(value):
-                if choice != "null" and choice not in known[key]:
+                if choice == "null":
+                    raise UserError(f"{key}=null is not how a config group is dropped; write ~{key} instead")
+                if choice not in known[key]:
                     raise UserError(f"unknown {key} '{choice}'; valid: {', '.join(known[key])}")
         elif key == "init":
             from digits.models.init import INIT_SCHEMES
@@ -123,8 +127,39 @@ def check_numbers(cfg: DictConfig | dict) -> None:
             raise UserError(f"{key} must be a number{' (an integer)' if kind is int else ''}, got {value!r}")
 
 
+def _target_dir(args: list[str]) -> Path:
+    """Where this command will write: hydra.run.dir / hydra.sweep.dir if given, else outputs/."""
+    multirun = any(a in ("-m", "--multirun") for a in args) or any(a.startswith("experiment=") for a in args)
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = [a.split("=", 1)[1] for a in args if a.startswith(key)]
+    return Path(given[-1]) if given else Path("outputs")
+
+
+MIN_FREE_BYTES = 50 * 2**20
+
+
+def check_writable(args: list[str]) -> None:
+    """Refuse up front when the output dir cannot be written or its disk is (nearly) full."""
+    target = _target_dir(args)
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"cannot create the output dir: {probe} is not a directory", target)
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise UserError(f"output dir is not writable ({e.strerror or e})", target) from None
+    free = shutil.disk_usage(probe).free
+    if free < MIN_FREE_BYTES:
+        raise UserError(f"only {free // 2**20} MiB free on the output disk; need at least 50 MiB", target)
+
+
 def prepare(args: list[str]) -> list[str]:
     args = expand_resume(args)
     validate(args)
+    if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):  # --help, --cfg, ... write nothing
+        check_writable(args)
     precompose(args)
     return args

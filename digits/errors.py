@@ -41,6 +41,15 @@ class UserError(Exception):
         return where + self.what
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived during training: the run is recorded as interrupted and the process exits
+    128 + signal, the shell's convention, so scripts and schedulers see why it stopped."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"signal {self.signum}")
+
+
 def report(err: UserError) -> None:
     """Print the one-line form the CLI promises; newlines inside are folded so it stays one line."""
     line = " ".join(str(err).split("\n"))

@@ -27,20 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 from digits import plots, runs
 from digits.cli_args import check_numbers
 from digits.data.datamodule import DigitsDataModule
-from digits.errors import UserError
-from digits.evaluate import predict_probs
+from digits.errors import Interrupted, UserError
+from digits.evaluate import load_checkpoint, predict_probs
 from digits.models.init import apply_init
 from digits.module import Classifier
 
 log = logging.getLogger("digits.train")
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: the run is recorded as interrupted and the process exits 128 + signal."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
 
 
 class RunRecorder(Callback):
@@ -156,8 +148,7 @@ def _finish(
     best_path = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     net = module.net
     if best_path and Path(best_path).is_file():
-        state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        module.load_state_dict(load_checkpoint(best_path)["state_dict"])
     assert dm.train is not None and dm.val is not None
     net.to(dm.train.images.device)
     batch = dm.eval_batch_size
@@ -272,11 +263,11 @@ def _log_to_tensorboard(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, 
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Fit, then (rank 0) test and record. Raises UserError for user mistakes, Interrupted on SIGINT/SIGTERM."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
     rec = RunRecorder()
     dm, module, trainer = build(cfg, callbacks=[rec])
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if resume and last.is_file() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     with _signals_as_interrupts() as got:

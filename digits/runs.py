@@ -38,7 +38,7 @@ def read_overrides(run_dir: Path) -> list[str]:
     if not p.is_file():
         return []
     items = yaml.safe_load(p.read_text()) or []
-    return [o for o in items if not o.lstrip("+~").startswith("hydra")]
+    return [o for o in items if not o.lstrip("+~").startswith(("hydra", "resume="))]
 
 
 def holds_results(run_dir: Path) -> bool:

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from digits import cli_args, runs
-from digits.errors import EXIT_USER_ERROR, UserError, report
+from digits.errors import EXIT_USER_ERROR, Interrupted, UserError, report
 
 log = logging.getLogger("digits.train")
 
@@ -60,9 +60,16 @@ def _is_ddp_child() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0
 
 
-def _task(cfg: DictConfig) -> float:
-    from digits.pipeline import Interrupted, run
+def _check_last_checkpoint(run_dir: Path) -> None:
+    """weights_only=True; a truncated or foreign file is a one-line error (before the heavy imports)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        from digits.evaluate import load_checkpoint
 
+        load_checkpoint(last)
+
+
+def _task(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
@@ -74,6 +81,10 @@ def _task(cfg: DictConfig) -> float:
             raise UserError(f"run already finished (status {prior['status']}); nothing to resume", run_dir)
         if not resume and runs.holds_results(run_dir) and not _is_ddp_child():
             raise UserError(f"already holds a run; resume it with resume={run_dir} or choose another dir", run_dir)
+        if resume:
+            _check_last_checkpoint(run_dir)
+        from digits.pipeline import run
+
         metrics = run(cfg, run_dir, resume=resume)
     except UserError as e:
         report(e)
@@ -83,13 +94,16 @@ def _task(cfg: DictConfig) -> float:
     except Interrupted as e:
         _record_interrupt(run_dir, e.signum)
         sys.exit(128 + e.signum)
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to record
+        sys.exit(128 + signal.SIGINT)
+    except OSError as e:  # a full disk or a vanished dir mid-run: the environment, not a bug of ours
+        report(UserError(f"cannot write: {e.strerror or e}", e.filename or run_dir))
+        sys.exit(EXIT_USER_ERROR)
     return float(metrics.get("val_acc_best") or 0.0)
 
 
 def _sweep_job(cfg: DictConfig, run_dir: Path) -> float:
     """One job of a multirun: skip it if it finished before, resume it if interrupted, record failures."""
-    from digits.pipeline import Interrupted, run
-
     prior = runs.read_metrics(run_dir)
     if prior and prior.get("overrides") not in (None, runs.read_overrides(run_dir)):
         # Another sweep's job lives here: never overwrite its results.
@@ -99,7 +113,11 @@ def _sweep_job(cfg: DictConfig, run_dir: Path) -> float:
         log.info("job %s already %s; skipping", run_dir, prior["status"])
         return float(prior.get("val_acc_best") or 0.0)
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    from digits.pipeline import run
+
     try:
+        if resume:
+            _check_last_checkpoint(run_dir)
         metrics = run(cfg, run_dir, resume=resume)
     except Interrupted as e:
         _record_interrupt(run_dir, e.signum)

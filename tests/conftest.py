@@ -79,7 +79,12 @@ FAST = [
 def run_cli(
     args: list[str], cwd: Path, module: str = "digits.train", timeout: int = 300, check: bool = True, **kw
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIGITS_DATA": str(cwd / "data"), "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+        "DIGITS_DATA": str(cwd / "data"),
+        "PYTHONWARNINGS": "ignore",
+    }
     proc = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kw
     )

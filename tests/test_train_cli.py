@@ -97,6 +97,7 @@ def test_bad_data_is_one_line_and_leaves_no_run_dir(tmp_path: Path, setup, expec
         (["init=orthogonal"], "unknown init 'orthogonal'"),
         (["no_such_key=1"], "bad override"),
         (["lr=fast"], "lr must be a number"),
+        (["logger=null"], "write ~logger instead"),
     ],
 )
 def test_bad_overrides_are_one_line(tmp_path: Path, args: list[str], expect: str) -> None:

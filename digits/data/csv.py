@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv as _csv
 import gzip
 import hashlib
-import io
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,12 +50,6 @@ def find_csv(directory: Path, stem: str) -> Path | None:
         if (directory / name).is_file():
             return directory / name
     return None
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
-    # newline="" lets the csv module see CRLF itself; utf-8-sig drops a BOM.
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
 def _head_bytes(path: Path, n: int = 8192) -> bytes:
@@ -108,42 +102,63 @@ def _parse_header(path: Path, header_line: str, require_label: bool) -> tuple[li
     return columns, label_at
 
 
+# What a cell may hold: ASCII digits with an optional sign, or an integer-valued decimal such as 9.0 (pandas reads
+# those exactly). Python's int() is laxer ('1_0', non-ASCII digits), so it is not the judge here.
+_INT = re.compile(r"\s*[+-]?[0-9]+(\.0*)?\s*", re.ASCII)
+
+
 def _is_int(text: str) -> bool:
+    return _INT.fullmatch(text) is not None
+
+
+def _raw_bytes(path: Path) -> bytes:
     try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+        return gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot be read: {e}", path) from None
 
 
 def _diagnose(path: Path, columns: list[str], label_at: int | None) -> UserError | None:
-    """Walk the file line by line and return an error for the first bad row or cell (None if all are fine)."""
+    """Walk the file line by line and return an error for the first bad line or cell (None if all are fine).
+
+    Works on raw bytes so that an encoding error or a NUL byte far into the file still gets its line number.
+    """
     n = len(columns)
-    with _open_text(path) as f:
-        reader = _csv.reader(f)
-        next(reader, None)  # header
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank lines are skipped, as pandas does
-            if len(row) != n:
-                return UserError(f"row has {len(row)} fields, expected {n}", path, line)
-            try:
-                values = np.array(row, dtype=np.int64)
-            except (ValueError, OverflowError):
-                for name, cell in zip(columns, row):
-                    text = cell.strip()
-                    if not text:
-                        return UserError("empty cell, expected an integer", path, line, name)
-                    if not _is_int(text):
-                        return UserError(f"'{text[:20]}' is not an integer", path, line, name)
-                return UserError("cannot parse row", path, line)
-            for i, (name, v) in enumerate(zip(columns, values)):
-                if i == label_at:
-                    if not 0 <= v <= 9:
-                        return UserError(f"label {v} is outside 0-9", path, line, name)
-                elif not 0 <= v <= 255:
-                    return UserError(f"pixel value {v} is outside 0-255", path, line, name)
+    for line, raw in enumerate(_raw_bytes(path).split(b"\n"), start=1):
+        if line == 1:
+            continue  # the header was checked already
+        if b"\x00" in raw:
+            return UserError("NUL byte in line (binary data in a CSV)", path, line)
+        try:
+            text = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            return UserError("line is not UTF-8 text", path, line)
+        if not text.strip():
+            continue  # blank lines are skipped, as pandas does
+        try:
+            row = next(_csv.reader([text]), [])
+        except _csv.Error as e:  # e.g. a stray carriage return inside the line
+            return UserError(f"malformed CSV line ({e})", path, line)
+        if len(row) != n:
+            return UserError(f"row has {len(row)} fields, expected {n}", path, line)
+        try:
+            if not all(_INT.fullmatch(c) for c in row):
+                raise ValueError
+            values = np.array([int(float(c)) for c in row], dtype=np.int64)
+        except (ValueError, OverflowError):
+            for name, cell in zip(columns, row):
+                cell_text = cell.strip()
+                if not cell_text:
+                    return UserError("empty cell, expected an integer", path, line, name)
+                if not _is_int(cell_text):
+                    return UserError(f"'{cell_text[:20]}' is not an integer", path, line, name)
+            return UserError("cannot parse row", path, line)
+        for i, (name, v) in enumerate(zip(columns, values)):
+            if i == label_at:
+                if not 0 <= v <= 9:
+                    return UserError(f"label {v} is outside 0-9", path, line, name)
+            elif not 0 <= v <= 255:
+                return UserError(f"pixel value {v} is outside 0-255", path, line, name)
     return None
 
 
@@ -163,8 +178,9 @@ def parse_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
             skip_blank_lines=True,
         )
         table = frame.to_numpy(dtype=np.int32, copy=False)
-    except (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise _diagnose(path, columns, label_at) or UserError(f"cannot be parsed as CSV: {e}", path) from None
+    except Exception as e:  # any failure of the fast path: find the exact line, or say what pandas said
+        first = " ".join(str(e).split())[:200]
+        raise _diagnose(path, columns, label_at) or UserError(f"cannot be parsed as CSV: {first}", path) from None
     if len(table) == 0:
         raise UserError("has a header but no data rows", path)
     if table.shape[1] != len(columns):

@@ -1,0 +1,166 @@
+"""Nothing lost: killed runs resume to the same numbers, signals stop cleanly, sweeps pick up where they stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, ROOT, metrics_of, run_cli
+
+SAME = ["status", "epochs", "best_epoch", "val_acc_best", "test_acc", "test_loss", "train_loss_last", "val_loss_last"]
+# 540 training rows at batch 32: 16 steps an epoch, so step 24 is the middle of the second epoch.
+LONG = [*FAST, "trainer.max_epochs=4", "data.batch_size=32", "data.augment=true", "model.dropout=0.3"]
+
+
+def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """Every (step, value) written for tag, across all event files, in the order written."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out = []
+    for f in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
+        for event in EventFileLoader(str(f)).Load():
+            for v in event.summary.value:
+                if v.tag == tag:
+                    value = v.simple_value if v.HasField("simple_value") else float(v.tensor.float_val[0])
+                    out.append((event.step, value))
+    return out
+
+
+def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "digits.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.time() > end:
+            _, err = proc.communicate()
+            raise AssertionError(f"{path} never appeared (exit {proc.returncode})\n{err[-2000:]}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same run, left alone."""
+    from conftest import make_folder
+
+    cwd = tmp_path_factory.mktemp("resume")
+    data = make_folder(cwd / "grid", header="grid", test="labelled")
+    run_cli([f"data.dir={data}", f"hydra.run.dir={cwd / 'ref'}", *LONG], cwd=cwd)
+    return cwd, data
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_run(reference: tuple[Path, Path]) -> None:
+    cwd, data = reference
+    victim = cwd / "victim"
+    killer = ["+callbacks.killer._target_=killer.SignalAtStep", "+callbacks.killer.step=24"]
+    proc = run_cli([f"data.dir={data}", f"hydra.run.dir={victim}", *LONG, *killer], cwd=cwd, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert (victim / "checkpoints" / "last.ckpt").is_file() and not (victim / "metrics.json").exists()
+
+    out = run_cli([f"resume={victim}", "callbacks.killer=null"], cwd=cwd)  # no need to repeat the other overrides
+    assert "resuming from" in out.stderr + out.stdout
+    ref, got = metrics_of(cwd / "ref"), metrics_of(victim)
+    assert {k: got[k] for k in SAME} == {k: ref[k] for k in SAME}
+    assert len(got["epoch_seconds"]) == 4  # the record of the killed process's epochs came back with the checkpoint
+    a = torch.load(cwd / "ref" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(victim / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # One continuous TensorBoard curve: every epoch once, at the same steps as the run left alone.
+    for tag in ("val/acc", "train/loss"):
+        steps = [s for s, _ in _scalars(victim, tag)]
+        assert len(steps) == len(set(steps)) == 4, (tag, steps)
+        assert _scalars(victim, tag) == _scalars(cwd / "ref", tag)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_stop_cleanly_and_resume(reference: tuple[Path, Path], sig: int, code: int) -> None:
+    cwd, data = reference
+    run = cwd / f"sig{sig}"
+    proc = _popen([f"data.dir={data}", f"hydra.run.dir={run}", *LONG], cwd)
+    _wait_for(run / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    m = metrics_of(run)
+    assert m["status"] == "interrupted" and m["signal"] == signal.Signals(sig).name
+    assert f"resume={run}" in err and (run / "checkpoints" / "last.ckpt").is_file()
+    if sig == signal.SIGINT:
+        return  # resuming after a signal is the same path for both; the SIGTERM case checks it
+    run_cli([f"resume={run}"], cwd=cwd)
+    ref, got = metrics_of(cwd / "ref"), metrics_of(run)
+    assert {k: got[k] for k in SAME} == {k: ref[k] for k in SAME}
+
+
+def test_resuming_a_finished_run_is_refused(reference: tuple[Path, Path]) -> None:
+    cwd, _ = reference
+    before = (cwd / "ref" / "metrics.json").read_bytes()
+    proc = run_cli([f"resume={cwd / 'ref'}"], cwd=cwd, check=False)
+    assert proc.returncode == 2 and "already finished" in proc.stderr
+    assert (cwd / "ref" / "metrics.json").read_bytes() == before
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "not a checkpoint"])
+def test_a_broken_checkpoint_is_one_clear_line(reference: tuple[Path, Path], damage: str) -> None:
+    cwd, _ = reference
+    run = cwd / f"broken-{damage.replace(' ', '-')}"
+    shutil.copytree(cwd / "ref", run)
+    (run / "metrics.json").unlink()  # pretend it was killed
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    elif damage == "foreign":
+        ckpt.write_bytes(pickle.dumps({"state_dict": _Evil()}))
+    else:
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    proc = run_cli([f"resume={run}"], cwd=cwd, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and str(ckpt) in lines[0], proc.stderr
+    assert "checkpoint" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir: Path) -> None:
+    args = ["-m", f"data.dir={grid_dir}", "lr=0.02,0.05,0.1", *FAST, "trainer.max_epochs=6", "data.batch_size=32"]
+    proc = _popen(args, tmp_path)
+    end = time.time() + 120
+    while not list((tmp_path / "outputs" / "multirun").glob("*/*/1/checkpoints/last.ckpt")):
+        assert proc.poll() is None and time.time() < end, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    (sweep_dir,) = list((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert metrics_of(sweep_dir / "0")["status"] == "completed"
+    assert metrics_of(sweep_dir / "1")["status"] == "interrupted"
+    assert not (sweep_dir / "2").exists()
+    done_before = (sweep_dir / "0" / "metrics.json").stat().st_mtime_ns
+
+    run_cli([*args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert len(summary) == 3 and set(summary["status"]) == {"completed"}
+    assert (sweep_dir / "0" / "metrics.json").stat().st_mtime_ns == done_before  # skipped, not retrained
+    assert "resuming from" in (sweep_dir / "1" / "train.log").read_text()
+    assert json.loads((sweep_dir / "1" / "metrics.json").read_text())["epochs"] == 6
