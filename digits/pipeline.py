@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import signal
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -168,7 +166,7 @@ def _finish(
             test_loss = float(torch.nn.functional.nll_loss(torch.log(test_probs.clamp_min(1e-12)), labels))
         else:
             submission = run_dir / "submission.csv"
-            write_submission(submission, test_probs.argmax(1).numpy())
+            runs.write_submission(submission, test_probs.argmax(1).numpy())
     split, probs, labels = plots.labelled_split(out)
     if probs is not None and labels is not None:
         # Keep the images of the worst mistakes, so the report can draw them without the data set.
@@ -229,14 +227,6 @@ def _metric(trainer: L.Trainer, key: str) -> float | None:
 
 def _fingerprint(images: torch.Tensor) -> str:
     return hashlib.sha1(images.cpu().numpy().tobytes()).hexdigest()
-
-
-def write_submission(path: Path, labels: np.ndarray) -> None:
-    """Kaggle's format: ImageId (from 1), Label."""
-    frame = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels.astype(int)})
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _log_to_tensorboard(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any], preds: dict[str, Any]) -> None:

@@ -22,6 +22,18 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def write_submission(path: Path, labels: Any) -> None:
+    """Kaggle's format: ImageId (from 1), Label; written then renamed, so no half file is ever uploaded."""
+    import numpy as np
+    import pandas as pd
+
+    labels = np.asarray(labels).astype(int)
+    frame = pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     p = Path(run_dir) / METRICS
     if not p.is_file():

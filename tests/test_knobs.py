@@ -135,6 +135,17 @@ def test_the_report_studies_compose_as_multiruns(experiment: str, params: dict) 
         assert cfg.trainer.max_epochs == 10 and cfg.model._target_.endswith("OriginalCNN")
 
 
+def test_the_best_recipe_composes_and_trains(tmp_path: Path, grid_dir: Path) -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=best"])
+    assert cfg.data.augment and cfg.optim.nesterov and cfg.scheduler._target_.endswith("OneCycleLR")
+    assert cfg.callbacks.early_stopping is None and cfg.trainer.max_epochs == 30
+    args = ["experiment=best", f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=2", "data.batch_size=64"]
+    run_cli(args, cwd=tmp_path)
+    (run,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
+    assert metrics_of(run)["status"] == "completed" and metrics_of(run)["epochs"] == 2
+
+
 def test_optim_grid_runs_as_one_command(tmp_path: Path, grid_dir: Path) -> None:
     args = [
         "experiment=optim_grid",

@@ -1,0 +1,65 @@
+"""The ensemble: mean softmax of runs on one test split, chosen by validation accuracy, submission for Kaggle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from conftest import FAST, run_cli
+
+
+def _sweep(cwd: Path, data: Path, seeds: str) -> Path:
+    run_cli(["-m", f"data.dir={data}", f"seed={seeds}", *FAST, "trainer.limit_train_batches=3"], cwd=cwd)
+    (sweep,) = list((cwd / "outputs" / "multirun").glob("*/*"))
+    return sweep
+
+
+def test_ensemble_of_a_labelled_sweep(tmp_path: Path, grid_dir: Path) -> None:
+    sweep = _sweep(tmp_path, grid_dir, "0,1,2")
+    out = tmp_path / "ens"
+    proc = run_cli([str(sweep), "--out", str(out)], cwd=tmp_path, module="digits.ensemble")
+    result = json.loads((out / "ensemble.json").read_text())
+    assert result["n_members"] == 3 and "ensemble of 3" in proc.stdout
+    probs = [np.load(sweep / str(i) / "predictions.npz") for i in range(3)]
+    mean = np.mean([p["test_probs"] for p in probs], axis=0)
+    labels = probs[0]["test_labels"]
+    assert result["test_acc"] == float((mean.argmax(1) == labels).mean())
+    for m, p in zip(sorted(result["members"], key=lambda m: m["run"]), probs):
+        assert m["test_acc"] == float((p["test_probs"].argmax(1) == labels).mean())
+    assert not (out / "submission.csv").exists()
+
+    # --top keeps the best by validation accuracy, never by test accuracy.
+    top = tmp_path / "top"
+    run_cli([str(sweep), "--top", "2", "--out", str(top)], cwd=tmp_path, module="digits.ensemble")
+    chosen = {Path(m["run"]).name for m in json.loads((top / "ensemble.json").read_text())["members"]}
+    vals = {str(i): json.loads((sweep / str(i) / "metrics.json").read_text())["val_acc_best"] for i in range(3)}
+    assert chosen == set(sorted(vals, key=lambda k: -vals[k])[:2])
+
+    again = run_cli([str(sweep), "--out", str(out)], cwd=tmp_path, module="digits.ensemble", check=False)
+    assert again.returncode == 2 and "already holds results" in again.stderr
+
+
+def test_ensemble_writes_a_kaggle_submission(tmp_path: Path, kaggle_dir: Path) -> None:
+    sweep = _sweep(tmp_path, kaggle_dir, "0,1")
+    out = tmp_path / "ens"
+    run_cli([str(sweep / "0"), str(sweep / "1"), "--out", str(out)], cwd=tmp_path, module="digits.ensemble")
+    sub = pd.read_csv(out / "submission.csv")
+    assert list(sub.columns) == ["ImageId", "Label"] and sub["ImageId"].tolist() == list(range(1, 201))
+    assert sub["Label"].between(0, 9).all()
+    assert json.loads((out / "ensemble.json").read_text())["test_acc"] is None
+
+
+def test_members_must_share_a_test_set(tmp_path: Path) -> None:
+    runs = []
+    for name, fingerprint in (("a", "f00d"), ("b", "beef")):
+        run = tmp_path / name
+        run.mkdir()
+        probs = np.full((5, 10), 0.1, dtype=np.float32)
+        np.savez(run / "predictions.npz", test_probs=probs, test_fingerprint=np.array(fingerprint))
+        (run / "metrics.json").write_text(json.dumps({"status": "completed", "val_acc_best": 0.5}))
+        runs.append(str(run))
+    proc = run_cli([*runs, "--out", str(tmp_path / "e")], cwd=tmp_path, module="digits.ensemble", check=False)
+    assert proc.returncode == 2 and "different test sets" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
