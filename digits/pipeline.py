@@ -10,6 +10,7 @@ import hashlib
 import logging
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from digits import plots, runs
@@ -31,6 +32,20 @@ from digits.models.init import apply_init
 from digits.module import Classifier
 
 log = logging.getLogger("digits.train")
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning advertises its cloud products on every run; a log is for the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
+# Lightning 2.6 calls a torch._pytree API that torch 2.13 deprecates; nothing for a user to act on.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+# Nothing is logged per step (metrics are read once per epoch), so Lightning's step-logging interval is moot.
+warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
 class RunRecorder(Callback):
@@ -95,6 +110,8 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
         config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
     )
     cbs = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + list(callbacks or [])
+    if cfg.trainer.get("enable_progress_bar") is False:  # else Lightning refuses the bar callback of our own config
+        cbs = [c for c in cbs if not isinstance(c, ProgressBar)]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     extra: dict[str, Any] = {}
     if cfg.trainer.get("sync_batchnorm") and not (torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"):
@@ -253,6 +270,7 @@ def _log_to_tensorboard(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, 
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Fit, then (rank 0) test and record. Raises UserError for user mistakes, Interrupted on SIGINT/SIGTERM."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    _single_log_stream()
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     rec = RunRecorder()
@@ -274,6 +292,15 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
     return _finish(cfg, run_dir, dm, module, trainer, rec)
+
+
+def _single_log_stream() -> None:
+    """`import lightning` gives its top logger a console handler of its own; under Hydra, whose root handlers print
+    and write train.log, that prints every Lightning record twice. Let the root handlers have them alone."""
+    if logging.getLogger().handlers:
+        top = logging.getLogger("lightning")
+        for handler in list(top.handlers):
+            top.removeHandler(handler)
 
 
 class _signals_as_interrupts:
