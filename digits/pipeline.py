@@ -168,8 +168,9 @@ def _finish(
     net.to(dm.train.images.device)
     batch = dm.eval_batch_size
     out: dict[str, np.ndarray] = {}
-    val_probs = predict_probs(net, dm.val.images, batch)
-    out["val_probs"], out["val_labels"] = val_probs.numpy(), dm.val.labels.cpu().numpy()  # type: ignore[union-attr]
+    if not dm.test_labelled:  # figures then come from validation (Kaggle's test split has no labels)
+        val_probs = predict_probs(net, dm.val.images, batch)
+        out["val_probs"], out["val_labels"] = val_probs.numpy(), dm.val.labels.cpu().numpy()  # type: ignore[union-attr]
     test_acc = test_loss = None
     submission = None
     if dm.test is not None:
