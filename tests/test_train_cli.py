@@ -115,3 +115,26 @@ def test_existing_run_dir_is_never_overwritten(tmp_path: Path, kaggle_dir: Path)
     proc = run_cli([f"data.dir={kaggle_dir}", f"hydra.run.dir={target}", *FAST], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "already holds a run" in proc.stderr
     assert ((target / "metrics.json").read_bytes(), (target / ".hydra" / "config.yaml").read_bytes()) == before
+
+
+def test_unwritable_output_dir_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    proc = run_cli(["hydra.run.dir=/proc/digits-run"], cwd=tmp_path, check=False)  # /proc refuses even root
+    assert proc.returncode == 2 and "output dir is not writable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = run_cli([f"hydra.run.dir={blocker}/run"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr
+
+
+def test_a_nearly_full_disk_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil as _shutil
+
+    from digits import cli_args
+    from digits.errors import UserError
+
+    monkeypatch.setattr(_shutil, "disk_usage", lambda p: _shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(UserError, match="MiB free on the output disk"):
+        cli_args.check_writable([f"hydra.run.dir={tmp_path / 'run'}"])
+    monkeypatch.undo()
+    cli_args.check_writable([f"hydra.run.dir={tmp_path / 'run'}"])  # plenty of room: no error
