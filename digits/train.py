@@ -83,6 +83,10 @@ def _task(cfg: DictConfig) -> float:
             raise UserError(f"already holds a run; resume it with resume={run_dir} or choose another dir", run_dir)
         if resume:
             _check_last_checkpoint(run_dir)
+        if cfg.data.get("dir"):
+            from digits.data.csv import check_folder
+
+            check_folder(cfg.data.dir)  # bad data is reported before Lightning is even imported
         from digits.pipeline import run
 
         metrics = run(cfg, run_dir, resume=resume)

@@ -52,6 +52,25 @@ def find_csv(directory: Path, stem: str) -> Path | None:
     return None
 
 
+def data_files(directory: str | Path) -> tuple[Path, Path | None]:
+    """The folder's train.csv (required) and test.csv (optional), each possibly gzipped."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError("data folder does not exist (expected a folder holding train.csv)", directory)
+    train = find_csv(directory, "train")
+    if train is None:
+        raise UserError("no train.csv (or train.csv.gz) in the data folder", directory)
+    return train, find_csv(directory, "test")
+
+
+def check_folder(directory: str | Path) -> None:
+    """Parse (or find cached) both CSVs: every data error surfaces here, before any model or trainer exists."""
+    train, test = data_files(directory)
+    load_csv(train, require_label=True)
+    if test is not None:
+        load_csv(test)
+
+
 def _head_bytes(path: Path, n: int = 8192) -> bytes:
     try:
         if path.name.endswith(".gz"):

@@ -11,7 +11,7 @@ import torch
 
 from digits.data.augment import Augment
 from digits.data.batches import TensorBatches
-from digits.data.csv import DigitArrays, find_csv, load_csv
+from digits.data.csv import DigitArrays, check_folder, data_files, load_csv
 from digits.data.mnist import ensure_mnist
 from digits.errors import UserError
 
@@ -80,22 +80,13 @@ class DigitsDataModule(L.LightningDataModule):
         return Path(self.dir) if self.dir else Path(self.root)
 
     def _files(self) -> tuple[Path, Path | None]:
-        d = self.data_dir
-        if not d.is_dir():
-            raise UserError("data folder does not exist (expected a folder holding train.csv)", d)
-        train = find_csv(d, "train")
-        if train is None:
-            raise UserError("no train.csv (or train.csv.gz) in the data folder", d)
-        return train, find_csv(d, "test")
+        return data_files(self.data_dir)
 
     def prepare_data(self) -> None:
         """Fetch the default data if needed and fill the parse caches (runs once per node)."""
         if not self.dir:
             ensure_mnist(self.root)
-        train, test = self._files()
-        load_csv(train, require_label=True)
-        if test is not None:
-            load_csv(test)
+        check_folder(self.data_dir)
 
     def load(self) -> tuple[DigitArrays, DigitArrays | None, Path, Path | None]:
         train_file, test_file = self._files()
