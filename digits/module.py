@@ -47,7 +47,8 @@ class Classifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
         self.val_acc_best = 0.0
-        self._sums: dict[str, torch.Tensor] = {}
+        self._loss_sum: dict[str, torch.Tensor] = {}
+        self._count: dict[str, int] = {}
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -60,19 +61,19 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    # --- accumulators: device tensors, read once per epoch ---------------------------------------------------------
+    # --- accumulators: a device tensor per stage, read once per epoch ----------------------------------------------
+    def _reset(self, stage: str) -> None:
+        self._loss_sum.pop(stage, None)
+        self._count[stage] = 0
+
     def _add(self, stage: str, loss: torch.Tensor, n: int) -> None:
         total = loss.detach().float() * n
-        if stage in self._sums:
-            self._sums[stage] += total
-        else:
-            self._sums[stage] = total
-        self._sums[stage + "_n"] = self._sums.get(stage + "_n", 0) + n  # type: ignore[assignment,operator]
+        self._loss_sum[stage] = self._loss_sum[stage] + total if stage in self._loss_sum else total
+        self._count[stage] = self._count.get(stage, 0) + n
 
     def _mean_loss(self, stage: str) -> torch.Tensor:
-        total = self._sums.pop(stage, torch.tensor(float("nan"), device=self.device))
-        n = self._sums.pop(stage + "_n", 0)
-        return total / max(int(n), 1)
+        total, n = self._loss_sum.pop(stage, None), self._count.pop(stage, 0)
+        return torch.tensor(float("nan"), device=self.device) if total is None else total / max(n, 1)
 
     def l1_penalty(self) -> torch.Tensor:
         """Sum of |w| over weight matrices and kernels (biases and norm parameters are not penalised)."""
@@ -82,8 +83,7 @@ class Classifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         torch.manual_seed(stream_seed(self.seed, self.current_epoch, 2) + self.global_rank)
         self.train_acc.reset()
-        self._sums.pop("train", None)
-        self._sums.pop("train_n", None)
+        self._reset("train")
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -102,8 +102,7 @@ class Classifier(L.LightningModule):
     # --- validation --------------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self.val_acc.reset()
-        self._sums.pop("val", None)
-        self._sums.pop("val_n", None)
+        self._reset("val")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
