@@ -294,16 +294,41 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         except SystemExit:
-            if got:  # Lightning turns KeyboardInterrupt into sys.exit(1) after its own clean-up
-                raise Interrupted(got[-1]) from None
-            raise
+            if not got:
+                raise
+            # Lightning turns KeyboardInterrupt into sys.exit(1) after its own clean-up.
+            _record_progress(cfg, run_dir, rec, trainer)
+            raise Interrupted(got[-1]) from None
         except KeyboardInterrupt:
+            _record_progress(cfg, run_dir, rec, trainer)
             raise Interrupted(got[-1] if got else signal.SIGINT) from None
         if got:
+            _record_progress(cfg, run_dir, rec, trainer)
             raise Interrupted(got[-1])
     if not trainer.is_global_zero:
         return {}
     return _finish(cfg, run_dir, dm, module, trainer, rec)
+
+
+def _record_progress(cfg: DictConfig, run_dir: Path, rec: RunRecorder, trainer: L.Trainer) -> None:
+    """What an interrupted run had achieved, for its metrics.json (the entry point adds status and resume hint)."""
+    if not trainer.is_global_zero:
+        return
+    accs = [a for a in rec.val_acc if a == a]  # drop NaN (an epoch without validation)
+    runs.write_json_atomic(
+        run_dir / runs.METRICS,
+        {
+            "status": "interrupted",
+            "epochs": len(rec.epoch_seconds),
+            "val_acc_best": max(accs) if accs else None,
+            "train_seconds": round(float(sum(rec.epoch_seconds)), 3),
+            "model": _choice("model", cfg),
+            "optim": _choice("optim", cfg),
+            "lr": cfg.lr,
+            "seed": cfg.seed,
+            "overrides": runs.read_overrides(run_dir),
+        },
+    )
 
 
 def _single_log_stream() -> None:

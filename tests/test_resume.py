@@ -102,6 +102,7 @@ def test_sigint_and_sigterm_stop_cleanly_and_resume(reference: tuple[Path, Path]
     assert proc.returncode == code, err[-2000:]
     m = metrics_of(run)
     assert m["status"] == "interrupted" and m["signal"] == signal.Signals(sig).name
+    assert m["epochs"] >= 1 and m["val_acc_best"] is not None and m["model"] == "original"  # progress so far
     assert f"resume={run}" in err and (run / "checkpoints" / "last.ckpt").is_file()
     if sig == signal.SIGINT:
         return  # resuming after a signal is the same path for both; the SIGTERM case checks it
