@@ -153,6 +153,7 @@ def test_optim_grid_runs_as_one_command(tmp_path: Path, grid_dir: Path) -> None:
         *FAST,
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
+        "~logger",  # six jobs: TensorBoard and its figures are tested elsewhere
     ]
     proc = run_cli(args, cwd=tmp_path)
     summary = pd.read_csv(_sweep_dir(tmp_path) / "summary.csv")

@@ -144,7 +144,7 @@ def test_a_broken_checkpoint_is_one_clear_line(reference: tuple[Path, Path], dam
 
 
 def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir: Path) -> None:
-    args = ["-m", f"data.dir={grid_dir}", "lr=0.02,0.05,0.1", *FAST, "trainer.max_epochs=6", "data.batch_size=32"]
+    args = ["-m", f"data.dir={grid_dir}", "lr=0.02,0.05,0.1", *FAST, "trainer.max_epochs=4", "data.batch_size=32"]
     proc = _popen(args, tmp_path)
     end = time.time() + 120
     while not list((tmp_path / "outputs" / "multirun").glob("*/*/1/checkpoints/last.ckpt")):
@@ -164,4 +164,4 @@ def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir
     assert len(summary) == 3 and set(summary["status"]) == {"completed"}
     assert (sweep_dir / "0" / "metrics.json").stat().st_mtime_ns == done_before  # skipped, not retrained
     assert "resuming from" in (sweep_dir / "1" / "train.log").read_text()
-    assert json.loads((sweep_dir / "1" / "metrics.json").read_text())["epochs"] == 6
+    assert json.loads((sweep_dir / "1" / "metrics.json").read_text())["epochs"] == 4
