@@ -127,10 +127,21 @@ def check_numbers(cfg: DictConfig | dict) -> None:
             raise UserError(f"{key} must be a number{' (an integer)' if kind is int else ''}, got {value!r}")
 
 
+def _is_multirun(args: list[str]) -> bool:
+    """-m, or an experiment whose file sets hydra.mode: MULTIRUN (compare_models, optim_grid)."""
+    if any(a in ("-m", "--multirun") for a in args):
+        return True
+    for a in args:
+        if a.startswith("experiment="):
+            path = CONF_DIR / "experiment" / f"{a.split('=', 1)[1]}.yaml"
+            if path.is_file() and "mode: MULTIRUN" in path.read_text():
+                return True
+    return False
+
+
 def _target_dir(args: list[str]) -> Path:
     """Where this command will write: hydra.run.dir / hydra.sweep.dir if given, else outputs/."""
-    multirun = any(a in ("-m", "--multirun") for a in args) or any(a.startswith("experiment=") for a in args)
-    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    key = "hydra.sweep.dir=" if _is_multirun(args) else "hydra.run.dir="
     given = [a.split("=", 1)[1] for a in args if a.startswith(key)]
     return Path(given[-1]) if given else Path("outputs")
 

@@ -138,3 +138,11 @@ def test_a_nearly_full_disk_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
         cli_args.check_writable([f"hydra.run.dir={tmp_path / 'run'}"])
     monkeypatch.undo()
     cli_args.check_writable([f"hydra.run.dir={tmp_path / 'run'}"])  # plenty of room: no error
+
+
+def test_the_writability_check_looks_where_the_command_will_write() -> None:
+    from digits.cli_args import _target_dir
+
+    assert _target_dir(["experiment=best", "hydra.run.dir=/x/run"]) == Path("/x/run")  # a single run
+    assert _target_dir(["experiment=optim_grid", "hydra.sweep.dir=/y"]) == Path("/y")  # a multirun by its file
+    assert _target_dir(["-m", "lr=0.1,0.01"]) == Path("outputs")
