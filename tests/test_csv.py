@@ -174,3 +174,20 @@ def test_an_unwritable_cache_only_costs_a_reparse(tmp_path: Path, monkeypatch: p
     assert len(load_csv(folder / "train.csv")) == 20
     assert not cache_path(folder / "train.csv").exists()
     assert not list(folder.glob("*.tmp*"))
+
+
+def test_ensure_cached_parses_only_a_stale_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from digits.data import csv as csv_module
+
+    x, y = synthetic_digits(10)
+    path = write_digits_csv(tmp_path / "train.csv", x, y)
+    csv_module.ensure_cached(path, require_label=True)
+    assert cache_path(path).is_file()
+    parses = []
+    monkeypatch.setattr(csv_module, "parse_csv", lambda *a, **k: parses.append(a) or parse_csv(*a, **k))
+    csv_module.ensure_cached(path, require_label=True)
+    assert parses == []  # fresh: neither parsed nor loaded
+    time.sleep(0.01)
+    write_digits_csv(path, x[:5], y[:5])
+    csv_module.ensure_cached(path, require_label=True)
+    assert len(parses) == 1 and len(load_csv(path)) == 5

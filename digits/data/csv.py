@@ -64,11 +64,13 @@ def data_files(directory: str | Path) -> tuple[Path, Path | None]:
 
 
 def check_folder(directory: str | Path) -> None:
-    """Parse (or find cached) both CSVs: every data error surfaces here, before any model or trainer exists."""
+    """Parse both CSVs into their caches (unless fresh): every data error surfaces here, before any model exists.
+
+    The arrays themselves are loaded once, later, by whoever needs them (DigitsDataModule.setup)."""
     train, test = data_files(directory)
-    load_csv(train, require_label=True)
+    ensure_cached(train, require_label=True)
     if test is not None:
-        load_csv(test)
+        ensure_cached(test)
 
 
 def _head_bytes(path: Path, n: int = 8192) -> bytes:
@@ -230,23 +232,27 @@ def cache_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.cache.npz")
 
 
-def load_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
-    """Parse with a cache next to the CSV, so a second run's data set-up costs one np.load."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("no such file", path)
-    key = _cache_key(path)
+def _open_fresh_cache(path: Path, key: str, require_label: bool):  # -> NpzFile | None
+    """The cache, opened, if it matches the CSV as it is now. An .npz reads a member only when it is accessed, so
+    this costs the key, not the arrays."""
     cached = cache_path(path)
-    if cached.is_file():
-        try:
-            with np.load(cached, allow_pickle=False) as z:
-                if str(z["key"]) == key:
-                    labels = z["labels"] if z["has_labels"] else None
-                    if labels is not None or not require_label:
-                        return DigitArrays(z["images"], labels)
-        except (OSError, ValueError, KeyError):
-            pass  # a broken cache is rebuilt below
-    arrays = parse_csv(path, require_label)
+    if not cached.is_file():
+        return None
+    try:
+        z = np.load(cached, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # a broken cache is rebuilt by the caller
+    try:
+        if str(z["key"]) == key and (bool(z["has_labels"]) or not require_label):
+            return z
+    except (OSError, ValueError, KeyError):
+        pass
+    z.close()
+    return None
+
+
+def _write_cache(path: Path, key: str, arrays: DigitArrays) -> None:
+    cached = cache_path(path)
     tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp.npz")
     try:
         np.savez(
@@ -260,4 +266,33 @@ def load_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         log.warning("could not write parse cache %s (%s); the CSV will be parsed again next run", cached, e)
+
+
+def load_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
+    """Parse with a cache next to the CSV, so a second run's data set-up costs one np.load."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such file", path)
+    key = _cache_key(path)
+    z = _open_fresh_cache(path, key, require_label)
+    if z is not None:
+        with z:
+            try:
+                return DigitArrays(z["images"], z["labels"] if z["has_labels"] else None)
+            except (OSError, ValueError, KeyError):
+                pass  # a broken member: parse again below
+    arrays = parse_csv(path, require_label)
+    _write_cache(path, key, arrays)
     return arrays
+
+
+def ensure_cached(path: str | Path, require_label: bool = False) -> None:
+    """Parse into the cache unless it is fresh already; a fresh cache costs a stat and its key, not its arrays."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such file", path)
+    z = _open_fresh_cache(path, _cache_key(path), require_label)
+    if z is None:
+        load_csv(path, require_label)
+    else:
+        z.close()
