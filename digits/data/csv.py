@@ -162,24 +162,19 @@ def _diagnose(path: Path, columns: list[str], label_at: int | None) -> UserError
             return UserError(f"malformed CSV line ({e})", path, line)
         if len(row) != n:
             return UserError(f"row has {len(row)} fields, expected {n}", path, line)
-        try:
-            if not all(_INT.fullmatch(c) for c in row):
-                raise ValueError
-            values = np.array([int(float(c)) for c in row], dtype=np.int64)
-        except (ValueError, OverflowError):
-            for name, cell in zip(columns, row):
-                cell_text = cell.strip()
-                if not cell_text:
-                    return UserError("empty cell, expected an integer", path, line, name)
-                if not _is_int(cell_text):
-                    return UserError(f"'{cell_text[:20]}' is not an integer", path, line, name)
-            return UserError("cannot parse row", path, line)
-        for i, (name, v) in enumerate(zip(columns, values)):
+        for i, (name, cell) in enumerate(zip(columns, row)):
+            text = cell.strip()
+            if not text:
+                return UserError("empty cell, expected an integer", path, line, name)
+            if not _is_int(text):
+                return UserError(f"'{text[:20]}' is not an integer", path, line, name)
+            v = int(text.split(".")[0])  # the grammar allows only a sign, digits and a zero fraction
+            shown = str(v) if len(str(v)) <= 20 else str(v)[:20] + "..."
             if i == label_at:
                 if not 0 <= v <= 9:
-                    return UserError(f"label {v} is outside 0-9", path, line, name)
+                    return UserError(f"label {shown} is outside 0-9", path, line, name)
             elif not 0 <= v <= 255:
-                return UserError(f"pixel value {v} is outside 0-255", path, line, name)
+                return UserError(f"pixel value {shown} is outside 0-255", path, line, name)
     return None
 
 
