@@ -125,7 +125,7 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
         cbs = [c for c in cbs if not isinstance(c, ProgressBar)]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     extra: dict[str, Any] = {}
-    if cfg.trainer.get("sync_batchnorm") and not (torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"):
+    if cfg.trainer.get("sync_batchnorm") and not _on_gpu(cfg.trainer):
         extra["sync_batchnorm"] = False  # SyncBatchNorm needs CUDA; on CPU (gloo) each rank keeps its own statistics
     trainer = instantiate(cfg.trainer, callbacks=cbs, logger=logger, precision=precision, **extra)
     return dm, module, trainer
@@ -294,17 +294,14 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         except SystemExit:
-            if not got:
+            if not got:  # Lightning turns KeyboardInterrupt into sys.exit(1) after its own clean-up
                 raise
-            # Lightning turns KeyboardInterrupt into sys.exit(1) after its own clean-up.
-            _record_progress(cfg, run_dir, rec, trainer)
-            raise Interrupted(got[-1]) from None
         except KeyboardInterrupt:
-            _record_progress(cfg, run_dir, rec, trainer)
-            raise Interrupted(got[-1] if got else signal.SIGINT) from None
-        if got:
-            _record_progress(cfg, run_dir, rec, trainer)
-            raise Interrupted(got[-1])
+            if not got:  # raised by Python's own SIGINT handler, outside ours
+                got.append(signal.SIGINT)
+    if got:
+        _record_progress(cfg, run_dir, rec, trainer)
+        raise Interrupted(got[-1])
     if not trainer.is_global_zero:
         return {}
     return _finish(cfg, run_dir, dm, module, trainer, rec)
