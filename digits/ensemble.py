@@ -37,10 +37,10 @@ def members_of(paths: list[Path]) -> list[Path]:
 
 
 def _load(run_dir: Path) -> dict[str, Any]:
-    with np.load(run_dir / runs.PREDICTIONS) as z:
-        if "test_probs" not in z.files:
-            raise UserError("has no test predictions (its data folder had no test.csv)", run_dir)
-        return {k: z[k] for k in z.files}
+    preds = runs.read_predictions(run_dir)
+    if "test_probs" not in preds:
+        raise UserError("has no test predictions (its data folder had no test.csv)", run_dir)
+    return preds
 
 
 def ensemble(run_dirs: list[Path], top: int | None = None) -> dict[str, Any]:

@@ -11,8 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from digits import runs
 from digits.errors import UserError, cli
 
@@ -27,8 +25,7 @@ def report_run(run_dir: Path) -> list[Path]:
         written.append(plots.save(plots.curves_figure({name: curves}, title=name), run_dir / "curves.png"))
     pred_file = run_dir / runs.PREDICTIONS
     if pred_file.is_file():
-        with np.load(pred_file) as z:
-            preds = {k: z[k] for k in z.files}
+        preds = runs.read_predictions(run_dir)
         split, probs, labels = plots.labelled_split(preds)
         if probs is not None and labels is not None:
             written.append(plots.save(plots.confusion_figure(probs, labels, split), run_dir / "confusion.png"))

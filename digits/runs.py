@@ -34,6 +34,14 @@ def write_submission(path: Path, labels: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_predictions(run_dir: Path) -> dict[str, Any]:
+    """Every array in a run's predictions.npz, loaded (the file is closed on return)."""
+    import numpy as np
+
+    with np.load(Path(run_dir) / PREDICTIONS) as z:
+        return {k: z[k] for k in z.files}
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     p = Path(run_dir) / METRICS
     if not p.is_file():
