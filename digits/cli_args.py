@@ -1,21 +1,28 @@
-"""Checking and expanding the command line before Hydra sees it.
+"""What Hydra lacks, done to the command line before Hydra runs.
 
-Hydra reports a bad override with several lines and a hint about HYDRA_FULL_ERROR; a user who typed `model=nope`
-should get one line that lists the valid choices. `resume=DIR` is expanded here into the overrides saved in DIR,
-so a resumed run needs no repeated arguments.
+- `resume=DIR` is expanded into the overrides saved in DIR, so a resumed run needs no repeated arguments.
+- Hydra's errors become one line: an unknown choice lists the valid ones, an unknown key says which key was meant.
+- The config is composed once, as Hydra will (`return_hydra_config=True`), and every job of a sweep is composed and
+  range-checked (digits/schema.py), so a mistake stops the command before any dir exists.
+- The target dir is decided and claimed here: a default dir unique to this process, a given dir never overwritten,
+  a sweep dir never shared by two different sweeps. Sweep jobs are named after what they vary.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from digits import runs
+from digits import schema
 from digits.errors import UserError
+from digits.runs import RunDir, unique_dir
 
 
 def _find_conf() -> Path:
@@ -27,7 +34,12 @@ def _find_conf() -> Path:
 
 
 CONF_DIR = _find_conf()
-FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i"}
+MULTIRUN_FLAGS = ("-m", "--multirun")
+MAX_CHECKED_JOBS = 256
+MIN_FREE_BYTES = 50 * 2**20
+# What a resumed run may not change: the model, the data and what decides the weights it ends with.
+RESUME_KEEPS = ("model", "data", "optim", "scheduler", "experiment", "init", "seed", "lr", "l1", "label_smoothing")
+RESUME_KEEPS += ("final_weights", "trainer.max_epochs", "trainer.limit_train_batches", "trainer.accumulate_grad")
 
 
 def groups() -> dict[str, list[str]]:
@@ -35,123 +47,190 @@ def groups() -> dict[str, list[str]]:
     out = {}
     for d in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
         out[d.name] = sorted(f.stem for f in d.glob("*.yaml"))
+    for d in sorted((CONF_DIR / "hydra").glob("*")):
+        if d.is_dir():
+            out[f"hydra/{d.name}"] = sorted(f.stem for f in d.glob("*.yaml"))
     return out
 
 
-def _split_override(arg: str) -> tuple[str, str] | None:
-    if arg.startswith("-") or "=" not in arg:
-        return None
-    key, value = arg.split("=", 1)
-    return key.lstrip("+~"), value
+def quote(value: str) -> str:
+    """A value in Hydra's override grammar, quoted so spaces, commas and '=' stay part of it."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _choices(value: str) -> list[str]:
-    """Sweep syntax a,b,c or choice(a,b) -> the names; anything fancier is left to Hydra."""
-    v = value.strip()
-    if v.startswith("choice(") and v.endswith(")"):
-        v = v[len("choice(") : -1]
-    return [c.strip() for c in v.split(",") if c.strip()]
-
-
-def validate(args: list[str]) -> None:
-    """Unknown group choices and init schemes become one-line UserErrors listing what is valid."""
-    known = groups()
-    for arg in args:
-        kv = _split_override(arg)
-        if kv is None:
-            continue
-        key, value = kv
-        if key in known:
-            for choice in _choices(value):
-                if choice == "null":
-                    raise UserError(f"{key}=null is not how a config group is dropped; write ~{key} instead")
-                if choice not in known[key]:
-                    raise UserError(f"unknown {key} '{choice}'; valid: {', '.join(known[key])}")
-        elif key == "init":
-            from digits.models.init import INIT_SCHEMES
-
-            for choice in _choices(value):
-                if choice not in INIT_SCHEMES:
-                    raise UserError(f"unknown init '{choice}'; valid: {', '.join(INIT_SCHEMES)}")
-        elif (
-            key == "hydra.run.dir"
-            and not any(a.startswith("resume=") for a in args)
-            and runs.holds_results(Path(value))
-        ):
-            raise UserError(f"already holds a run; resume it with resume={value} or choose another dir", value)
-
-
+# --- resume -------------------------------------------------------------------------------------------------------
 def expand_resume(args: list[str]) -> list[str]:
-    """resume=DIR -> the overrides saved in DIR, then hydra.run.dir=DIR, then any other arguments given."""
-    resume = [a for a in args if a.startswith("resume=")]
-    if not resume:
+    """resume=DIR -> the overrides saved in DIR, then any allowed extra arguments, then hydra.run.dir=DIR."""
+    given = [a for a in args if a.startswith("resume=")]
+    if not given:
         return args
-    run_dir = Path(resume[-1].split("=", 1)[1])
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not run_dir.is_dir():
-        raise UserError("no such run dir to resume", run_dir)
-    if not saved.is_file():
-        raise UserError("not a run dir (no .hydra/overrides.yaml to resume from)", run_dir)
-    previous = [
-        o
-        for o in (yaml.safe_load(saved.read_text()) or [])
-        if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.job.num="))
-    ]
+    run = RunDir(_unquote(given[-1].split("=", 1)[1]))
+    if not run.path.is_dir():
+        raise UserError("no such run dir to resume", run.path)
+    if not run.overrides_file.is_file():
+        raise UserError("not a run dir (no .hydra/overrides.yaml to resume from)", run.path)
+    saved = yaml.safe_load(run.overrides_file.read_text()) or []
+    previous = [o for o in saved if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.job."))]
     rest = [a for a in args if not a.startswith(("resume=", "hydra.run.dir="))]
-    return [*previous, *rest, f"hydra.run.dir={run_dir}", f"resume={run_dir}"]
+    changing = [a for a in rest if a.lstrip("+~").startswith(RESUME_KEEPS) and a not in previous]
+    if changing:
+        raise UserError(
+            f"a resumed run continues as it was started; it cannot take {changing[0]} "
+            "(start a new run for other settings)",
+            run.path,
+        )
+    return [*previous, *rest, f"hydra.run.dir={quote(str(run.path))}", f"resume={quote(str(run.path))}"]
 
 
-def precompose(args: list[str]) -> None:
-    """Compose the config once (single runs) so a bad override is reported in one line, before any dir exists."""
-    if any(a in ("-m", "--multirun") for a in args) or any(a.startswith("-") for a in args):
-        return
-    overrides = [a for a in args if "=" in a]
-    from hydra import compose, initialize_config_dir
+def _unquote(value: str) -> str:
+    v = value.strip()
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+        v = v[1:-1].replace("\\" + value.strip()[0], value.strip()[0]).replace("\\\\", "\\")
+    return v
+
+
+# --- composition --------------------------------------------------------------------------------------------------
+def parse(args: list[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
-    except (HydraException, OmegaConfBaseException, ValueError) as e:
-        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise UserError(f"bad override: {text}") from None
-    check_numbers(cfg)
+        return OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except HydraException as e:
+        raise UserError(f"bad override: {_first_line(e)}") from None
 
 
-def check_numbers(cfg: DictConfig | dict) -> None:
-    """Top-level numbers come from the command line as text; say which one is wrong instead of a deep traceback."""
-    for key, kind in (("lr", float), ("l1", float), ("seed", int)):
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)):
-            raise UserError(f"{key} must be a number{' (an integer)' if kind is int else ''}, got {value!r}")
+def check_choices(overrides: list[Any]) -> None:
+    """Unknown group choices become one line that lists the valid ones (Hydra's own message is a page)."""
+    known = groups()
+    for o in overrides:
+        key = o.key_or_group
+        if key not in known or o.is_delete():
+            continue
+        if o.value() is None:
+            raise UserError(f"{key}=null is not how a config group is dropped; write ~{key} instead")
+        for choice in _choices(o):
+            if choice not in known[key]:
+                hint = _did_you_mean(str(choice), known[key])
+                raise UserError(f"unknown {key} '{choice}'{hint}; valid: {', '.join(known[key])}")
 
 
-def _is_multirun(args: list[str]) -> bool:
-    """-m, or an experiment whose file sets hydra.mode: MULTIRUN (compare_models, optim_grid)."""
-    if any(a in ("-m", "--multirun") for a in args):
-        return True
-    for a in args:
-        if a.startswith("experiment="):
-            path = CONF_DIR / "experiment" / f"{a.split('=', 1)[1]}.yaml"
-            if path.is_file() and "mode: MULTIRUN" in path.read_text():
-                return True
-    return False
+def _choices(o: Any) -> list[Any]:
+    if o.is_sweep_override():
+        try:
+            return list(o.sweep_string_iterator())
+        except Exception:  # a range or an interval over a group: leave it to Hydra
+            return []
+    return [o.value()]
 
 
-def _target_dir(args: list[str]) -> Path:
-    """Where this command will write: hydra.run.dir / hydra.sweep.dir if given, else outputs/."""
-    key = "hydra.sweep.dir=" if _is_multirun(args) else "hydra.run.dir="
-    given = [a.split("=", 1)[1] for a in args if a.startswith(key)]
-    return Path(given[-1]) if given else Path("outputs")
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
-MIN_FREE_BYTES = 50 * 2**20
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
-def check_writable(args: list[str]) -> None:
+class Composer:
+    """Composes the training config the way `python -m digits.train` will, turning errors into one line."""
+
+    def __init__(self) -> None:
+        from hydra import initialize_config_dir
+
+        self._ctx = initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
+
+    def __enter__(self) -> Composer:
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        from hydra import compose
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException, ValueError) as e:
+            raise UserError(self._explain(e, overrides)) from None
+        schema.check(cfg)
+        return cfg
+
+    def _explain(self, e: BaseException, overrides: list[str]) -> str:
+        text = _first_line(e)
+        cause = e.__cause__ or e.__context__
+        if text.startswith("Error merging override") and cause is not None:
+            return _bad_value(text[len("Error merging override") :].strip(), _first_line(cause))
+        for marker in ("Could not override '", "Could not append to config. An item is already at '"):
+            if marker in str(e):
+                key = str(e).split(marker, 1)[1].split("'", 1)[0]
+                return self._unknown_key(key, overrides)
+        if "not in '" in str(e) and "Key '" in str(e):
+            key = str(e).split("Key '", 1)[1].split("'", 1)[0]
+            full = next((o.split("=", 1)[0].lstrip("+~") for o in overrides if o.split("=", 1)[0].endswith(key)), key)
+            return self._unknown_key(full, overrides)
+        return f"bad override: {text}"
+
+    def _unknown_key(self, key: str, overrides: list[str]) -> str:
+        """`trainer.max_epoch` -> the valid keys of `trainer` and the closest one."""
+        parent, _, leaf = key.rpartition(".")
+        keep = [o for o in overrides if o.split("=", 1)[0] in groups() or o.startswith("experiment=")]
+        try:
+            from hydra import compose
+
+            base = compose(config_name="train", overrides=keep)
+            node = OmegaConf.select(base, parent) if parent else base
+        except Exception:
+            node = None
+        if not isinstance(node, DictConfig):
+            return f"unknown key {key}"
+        valid = sorted(str(k) for k in node if not str(k).startswith("_"))
+        close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.6)
+        hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+        where = f"keys of {parent}" if parent else "top-level keys"
+        return f"unknown key {key}{hint}; valid {where}: {', '.join(valid)}"
+
+
+_KINDS = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false", "String": "a string"}
+
+
+def _bad_value(override: str, why: str) -> str:
+    """`lr=fast` + OmegaConf's complaint -> 'lr must be a number, got 'fast''."""
+    key, _, value = override.partition("=")
+    key = key.lstrip("+~")
+    enum = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", why)
+    if enum:
+        return f"unknown {key} '{enum.group(1)}'; valid: {enum.group(2)}"
+    kind = re.search(r"could not be converted to (\w+)", why)
+    if kind:
+        return f"{key} must be {_KINDS.get(kind.group(1), kind.group(1).lower())}, got {value!r}"
+    if "Non optional field cannot be assigned None" in why or "field cannot be assigned None" in why:
+        return f"{key} cannot be null"
+    return f"{override}: {why}"
+
+
+def _job_overrides(overrides: list[Any], args: list[str], cfg: DictConfig) -> list[list[str]]:
+    """Every job of a basic sweep, as Hydra's BasicSweeper will expand it (params from the config first)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = cfg.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return []
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + [a for a in args if not a.startswith("-")])
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [job for batch in batches for job in batch]
+
+
+# --- where the command writes -------------------------------------------------------------------------------------
+def check_writable(target: Path) -> None:
     """Refuse up front when the output dir cannot be written or its disk is (nearly) full."""
-    target = _target_dir(args)
     probe = target
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -167,10 +246,82 @@ def check_writable(args: list[str]) -> None:
         raise UserError(f"only {free // 2**20} MiB free on the output disk; need at least 50 MiB", target)
 
 
-def prepare(args: list[str]) -> list[str]:
+def _given(overrides: list[Any], key: str) -> str | None:
+    found = [o for o in overrides if o.key_or_group == key]
+    return str(found[-1].value()) if found else None
+
+
+def _target(cfg: DictConfig, overrides: list[Any], multirun: bool) -> tuple[Path, bool]:
+    """(the dir this command writes to, whether the user named it)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = _given(overrides, key)
+    if given is not None:
+        return Path(given), True
+    default = Path(str(OmegaConf.select(cfg, key)))  # composed now: outputs/<date>/<time>
+    return unique_dir(default.parent, default.name), False
+
+
+def _check_same_sweep(sweep_dir: Path, args: list[str]) -> None:
+    """A sweep dir holds one sweep: re-running it resumes it, a different one is refused before Hydra writes."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return
+    try:
+        before = (yaml.safe_load(saved.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task", [])
+    except yaml.YAMLError:
+        before = None
+    now = _task_overrides(args)
+    if before is None or sorted(before) != sorted(now):
+        was = " ".join(before or []) or "(unreadable)"
+        raise UserError(
+            f"holds a different sweep ({was}); re-run that one or choose another hydra.sweep.dir", sweep_dir
+        )
+
+
+def _task_overrides(args: list[str]) -> list[str]:
+    return [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+
+
+def _naming(overrides: list[Any], args: list[str]) -> list[str]:
+    """Name each job dir after what it varies: every key given one value is left out of Hydra's override_dirname."""
+    if any(a.startswith("hydra.job.config.override_dirname.exclude_keys=") for a in args):
+        return []
+    fixed = sorted({o.key_or_group for o in overrides if not o.is_sweep_override()} - {"hydra"})
+    fixed = [k for k in fixed if not k.startswith("hydra")]
+    return [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(quote(k) for k in fixed)}]"]
+
+
+# --- the whole preparation ----------------------------------------------------------------------------------------
+def prepare(args: list[str]) -> tuple[list[str], RunDir | None]:
+    """Check and complete the arguments for Hydra; claim the target dir. Returns the arguments and the claimed dir
+    (None for --help, --cfg and the like, which write nothing)."""
     args = expand_resume(args)
-    validate(args)
-    if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):  # --help, --cfg, ... write nothing
-        check_writable(args)
-    precompose(args)
-    return args
+    if any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):
+        return args, None
+    overrides = parse(args)
+    check_choices(overrides)
+    multirun = any(a in MULTIRUN_FLAGS for a in args)
+    sweeps = [o for o in overrides if o.is_sweep_override()]
+    plain = [a for a, o in zip([a for a in args if not a.startswith("-")], overrides) if not o.is_sweep_override()]
+    with Composer() as composer:
+        cfg = composer.compose(plain if sweeps else [a for a in args if not a.startswith("-")])
+        multirun = multirun or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+        if multirun:
+            for job in _job_overrides(overrides, args, cfg)[:MAX_CHECKED_JOBS]:
+                composer.compose(job + [a for a in plain if a.startswith("hydra")])
+        elif sweeps:
+            raise UserError(f"{sweeps[0].input_line}: a list of values needs -m (a sweep)")
+    target, named = _target(cfg, overrides, multirun)
+    check_writable(target)
+    run = RunDir(target)
+    resume = any(a.startswith("resume=") for a in args)
+    if multirun:
+        _check_same_sweep(target, args)
+    elif named and not resume and run.holds_results():
+        raise UserError(f"already holds a run; resume it with resume={target} or choose another dir", target)
+    run.claim()
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    extra = [f"{key}={quote(str(target))}"] if not named else []
+    if multirun:
+        extra += _naming(overrides, args)
+    return [*args, *extra], run

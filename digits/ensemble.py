@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from digits import runs
+from digits.cli_args import check_writable
 from digits.errors import UserError, cli
 
 
@@ -26,20 +27,31 @@ def members_of(paths: list[Path]) -> list[Path]:
     for p in paths:
         if not p.is_dir():
             raise UserError("no such run or sweep dir", p)
-        if (p / runs.PREDICTIONS).is_file():
+        if runs.RunDir(p).predictions.is_file():
             out.append(p)
             continue
-        jobs = [d for d in runs.job_dirs(p) if (d / runs.PREDICTIONS).is_file()]
+        jobs = [d for d in runs.job_dirs(p) if runs.RunDir(d).predictions.is_file()]
         if not jobs:
-            raise UserError(f"holds no finished run (no {runs.PREDICTIONS})", p)
+            raise UserError("holds no finished run (no predictions.npz)", p)
         out.extend(jobs)
     return out
 
 
 def _load(run_dir: Path) -> dict[str, Any]:
+    """A member's predictions, checked: a file from elsewhere or a damaged one is one line, not a traceback."""
     preds = runs.read_predictions(run_dir)
-    if "test_probs" not in preds:
-        raise UserError("has no test predictions (its data folder had no test.csv)", run_dir)
+    probs = preds.get("test_probs")
+    if probs is None:
+        if "val_probs" in preds or "test_fingerprint" in preds:
+            raise UserError("has no test predictions (its data folder had no test.csv)", run_dir)
+        raise UserError("predictions.npz is not a digits predictions file (no test_probs)", run_dir)
+    if probs.ndim != 2 or probs.shape[1] != 10 or not np.issubdtype(probs.dtype, np.floating):
+        raise UserError(f"predictions.npz holds test_probs of shape {probs.shape}, expected [N, 10] floats", run_dir)
+    if not np.isfinite(probs).all():
+        raise UserError("predictions.npz holds non-finite probabilities", run_dir)
+    labels = preds.get("test_labels")
+    if labels is not None and (labels.shape != (len(probs),) or not np.issubdtype(labels.dtype, np.integer)):
+        raise UserError("predictions.npz holds test_labels that do not match test_probs", run_dir)
     return preds
 
 
@@ -68,17 +80,39 @@ def ensemble(run_dirs: list[Path], top: int | None = None) -> dict[str, Any]:
     }
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a count of at least 1 (a zero or negative --top would silently slice the list)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _output_dir(given: Path | None) -> Path:
+    """--out, or a new outputs/ensemble/<date>/<time>; never a dir that holds results, never a file."""
+    if given is None:
+        stamp = dt.datetime.now()
+        return runs.unique_dir(Path("outputs") / "ensemble" / stamp.strftime("%Y-%m-%d"), stamp.strftime("%H-%M-%S"))
+    if given.exists() and not given.is_dir():
+        raise UserError("is a file; --out takes a directory", given)
+    if runs.holds_results(given) or (given / "ensemble.json").exists():
+        raise UserError("already holds results; choose another --out", given)
+    return given
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m digits.ensemble", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m digits.ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run dirs and/or sweep dirs")
-    parser.add_argument("--top", type=int, default=None, help="keep the K members with the best val accuracy")
+    parser.add_argument("--top", type=positive_int, default=None, help="keep the K members with the best val accuracy")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default outputs/ensemble/<date>/<time>)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    out = _output_dir(args.out)
+    check_writable(out)
     result = ensemble(members_of(args.paths), args.top)
-    out = args.out or Path("outputs") / "ensemble" / dt.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-    if runs.holds_results(out) or (out / "ensemble.json").exists():
-        raise UserError("already holds results; choose another --out", out)
     out.mkdir(parents=True, exist_ok=True)
     preds = result.pop("predictions")
     if result["test_acc"] is None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from digits.data.batches import stream_seed
+from digits.seeding import DROPOUT, stream_seed
 
 NUM_CLASSES = 10
 
@@ -30,6 +30,7 @@ class Classifier(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         l1: float = 0.0,
+        label_smoothing: float = 0.0,
         seed: int = 0,
         channels_last: bool = False,
         compile: bool = False,
@@ -40,6 +41,7 @@ class Classifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.l1 = l1
+        self.label_smoothing = label_smoothing
         self.seed = seed
         self.channels_last = channels_last
         self.compile_net = compile
@@ -49,6 +51,7 @@ class Classifier(L.LightningModule):
         self.val_acc_best = 0.0
         self._loss_sum: dict[str, torch.Tensor] = {}
         self._count: dict[str, int] = {}
+        self._train_epoch: tuple[int, torch.Tensor, torch.Tensor] = (-1, torch.zeros(()), torch.zeros(()))
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -81,23 +84,31 @@ class Classifier(L.LightningModule):
 
     # --- training ----------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        torch.manual_seed(stream_seed(self.seed, self.current_epoch, 2) + self.global_rank)
+        torch.manual_seed(stream_seed(self.seed, self.current_epoch, DROPOUT) + self.global_rank)
         self.train_acc.reset()
         self._reset("train")
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self._add("train", loss, len(y))
         self.train_acc.update(logits.detach(), y)
         if self.l1 > 0:
             loss = loss + self.l1 * self.l1_penalty()
         return loss
 
+    def train_epoch_metrics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's mean training loss and accuracy, computed once (callbacks read them before this module's
+        own on_train_epoch_end runs)."""
+        if self._train_epoch[0] != self.current_epoch:
+            self._train_epoch = (self.current_epoch, self._mean_loss("train"), self.train_acc.compute())
+        return self._train_epoch[1], self._train_epoch[2]
+
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self._mean_loss("train"), sync_dist=True)
-        self.log("train/acc", self.train_acc.compute(), sync_dist=True)
+        loss, acc = self.train_epoch_metrics()
+        self.log("train/loss", loss, sync_dist=True)
+        self.log("train/acc", acc, sync_dist=True)
 
     # --- validation --------------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -123,10 +134,14 @@ class Classifier(L.LightningModule):
         opt = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return opt
+        # Lightning steps the schedule after every optimizer step, the last one included, so the schedule is asked
+        # for its value at index `steps`. CosineAnnealingLR(T_max=steps) ends there at eta_min; OneCycleLR's last
+        # index is total_steps - 1, so it gets steps + 1 (with `steps` its linear anneal would extrapolate past the
+        # end to a negative rate, which the checkpoint would then hold).
         steps = int(self.trainer.estimated_stepping_batches)
         func = getattr(self.scheduler_factory, "func", self.scheduler_factory)
         params = inspect.signature(func).parameters
-        extra = {k: steps for k in ("total_steps", "T_max") if k in params}
+        extra = {k: v for k, v in (("total_steps", steps + 1), ("T_max", steps)) if k in params}
         sched = self.scheduler_factory(optimizer=opt, **extra)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -21,23 +21,21 @@ CURVE_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc")
 def read_curves(run_dir: str | Path) -> pd.DataFrame:
     """Per-epoch scalars of one run (columns: epoch (1-based), train/loss, ...), from its event files.
 
-    A resumed run has several event files and may repeat a step: the last value written for a step wins.
+    Scalars are written at step = epoch. A resumed run has several event files: the last value written for an
+    epoch wins.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags().get("scalars", []))
-    if "epoch" not in tags:
-        return pd.DataFrame(columns=["epoch", *CURVE_TAGS])
-    step_epoch = {e.step: int(e.value) + 1 for e in acc.Scalars("epoch")}
     table: dict[int, dict[str, float]] = {}
     for tag in CURVE_TAGS:
-        if tag not in tags:
-            continue
-        for e in acc.Scalars(tag):
-            if e.step in step_epoch:
-                table.setdefault(step_epoch[e.step], {})[tag] = e.value
+        if tag in tags:
+            for e in acc.Scalars(tag):
+                table.setdefault(e.step, {})[tag] = e.value
+    if not table:
+        return pd.DataFrame(columns=["epoch", *CURVE_TAGS])
     frame = pd.DataFrame.from_dict(table, orient="index").sort_index()
     frame.index.name = "epoch"
     return frame.reset_index()
@@ -141,6 +139,17 @@ def labelled_split(preds: dict[str, Any]) -> tuple[str, np.ndarray | None, np.nd
 
 
 def save(fig: Figure, path: str | Path) -> Path:
+    """Write a PNG whole or not at all (a temp file, then a rename); an unwritable place is the user's to fix."""
+    import os
+
+    from digits.errors import UserError
+
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write the figure ({e.strerror or e})", path) from None
     return path

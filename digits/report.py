@@ -8,6 +8,7 @@ curves.png, confusion.png and misclassified.png (from its predictions.npz). The 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,13 +24,14 @@ def report_run(run_dir: Path) -> list[Path]:
     name = runs.labels([run_dir])[run_dir]
     if len(curves):
         written.append(plots.save(plots.curves_figure({name: curves}, title=name), run_dir / "curves.png"))
-    pred_file = run_dir / runs.PREDICTIONS
-    if pred_file.is_file():
+    if runs.RunDir(run_dir).predictions.is_file():
         preds = runs.read_predictions(run_dir)
         split, probs, labels = plots.labelled_split(preds)
         if probs is not None and labels is not None:
+            if probs.ndim != 2 or probs.shape != (len(labels), 10):
+                raise UserError(f"predictions.npz holds {split}_probs of shape {probs.shape}", run_dir)
             written.append(plots.save(plots.confusion_figure(probs, labels, split), run_dir / "confusion.png"))
-            if "mistake_index" in preds:
+            if "mistake_index" in preds and "mistake_images" in preds:
                 fig = plots.mistakes_figure(probs, labels, preds["mistake_index"], preds["mistake_images"])
                 written.append(plots.save(fig, run_dir / "misclassified.png"))
     if not written:
@@ -63,14 +65,18 @@ def report_sweep(sweep_dir: Path, top: int | None = None) -> list[Path]:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m digits.report", description=__doc__.splitlines()[0])
+    from digits.ensemble import positive_int
+
+    parser = argparse.ArgumentParser(prog="python -m digits.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run dir (outputs/<date>/<time>) or a sweep dir")
-    parser.add_argument("--top", type=int, default=None, help="sweeps: plot only the N best jobs (by val accuracy)")
+    parser.add_argument("--top", type=positive_int, default=None, help="sweeps: plot only the N best jobs (by val)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     path: Path = args.path
     if not path.is_dir():
         raise UserError("no such run or sweep dir", path)
-    if (path / runs.METRICS).is_file() or (path / ".hydra").is_dir():
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError("is not writable; the figures are written next to the runs", path)
+    if runs.RunDir(path).is_run():
         written = report_run(path)
     elif runs.job_dirs(path):
         written = report_sweep(path, args.top)

@@ -1,25 +1,48 @@
-"""Reading and writing what a run leaves in its directory: metrics.json, predictions, overrides."""
+"""The run dir: where everything of one run lives, who owns it, and the one schema of its metrics.json.
+
+`RunDir` knows every path inside a run dir and claims a dir for one process (an exclusive marker, so two runs started
+at once never share one). `RunRecord` is the only shape metrics.json takes, for a finished, an interrupted or a
+failed run, written atomically. No other module spells a run-dir path or writes metrics.json.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime as dt
 import json
+import math
 import os
+import shutil
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-METRICS = "metrics.json"
-PREDICTIONS = "predictions.npz"
+from digits.errors import UserError
+
 FINISHED = ("completed", "early_stopped", "diverged")  # a sweep re-run skips these
 RESULT_STATUSES = FINISHED  # statuses that count as "the job produced a result"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write then rename, so a reader (or a kill) never sees half a file."""
+    """Write then rename, so a reader (or a kill) never sees half a file. Non-finite floats become null: a bare
+    NaN is not JSON."""
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write_submission(path: Path, labels: Any) -> None:
@@ -34,43 +57,307 @@ def write_submission(path: Path, labels: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_predictions(run_dir: Path) -> dict[str, Any]:
-    """Every array in a run's predictions.npz, loaded (the file is closed on return)."""
-    import numpy as np
+# --- metrics.json -------------------------------------------------------------------------------------------------
+@dataclass
+class RunRecord:
+    """What a run achieved. `status`: completed, early_stopped, diverged, interrupted or failed."""
 
-    with np.load(Path(run_dir) / PREDICTIONS) as z:
-        return {k: z[k] for k in z.files}
+    status: str
+    epochs: int = 0
+    best_epoch: int | None = None
+    val_acc_best: float | None = None
+    test_acc: float | None = None
+    test_loss: float | None = None
+    train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
+    model: str | None = None
+    optim: str | None = None
+    lr: float | None = None
+    seed: int | None = None
+    init: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    train_loss_last: float | None = None
+    val_loss_last: float | None = None
+    data: dict[str, Any] | None = None
+    device: str | None = None
+    precision: str | None = None
+    best_checkpoint: str | None = None
+    tested_weights: str | None = None
+    submission: str | None = None
+    signal: str | None = None
+    resume: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_progress(
+        cls, status: str, identity: dict[str, Any], val_acc: list[float], seconds: list[float]
+    ) -> RunRecord:
+        """A record of the epochs done so far; finished runs then add their test results."""
+        accs = [a for a in val_acc if a == a]  # NaN: an epoch without validation
+        best = max(accs) if accs else None
+        return cls(
+            status=status,
+            epochs=len(seconds),
+            best_epoch=val_acc.index(best) + 1 if best is not None else None,
+            val_acc_best=best,
+            train_seconds=round(float(sum(seconds)), 3),
+            epoch_seconds=[round(s, 4) for s in seconds],
+            **identity,
+        )
+
+    @classmethod
+    def interrupted(
+        cls, identity: dict[str, Any], val_acc: list[float], seconds: list[float], signal: str, run_dir: Path
+    ) -> RunRecord:
+        record = cls.from_progress("interrupted", identity, val_acc, seconds)
+        record.signal, record.resume = signal, resume_command(run_dir)
+        return record
+
+    @classmethod
+    def failed(cls, error: BaseException, overrides: list[str]) -> RunRecord:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return cls(status="failed", error=f"{type(error).__name__}: {first}", overrides=overrides)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    p = Path(run_dir) / METRICS
-    if not p.is_file():
-        return None
+def resume_command(run_dir: Path) -> str:
+    import shlex
+
+    return f"python -m digits.train resume={shlex.quote(str(run_dir))}"
+
+
+# --- the run dir --------------------------------------------------------------------------------------------------
+class RunDir:
+    """One run's directory: its paths, its claim by one process, and its record."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # paths
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / "predictions.npz"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def overrides_file(self) -> Path:
+        return self.path / ".hydra" / "overrides.yaml"
+
+    @property
+    def submission(self) -> Path:
+        return self.path / "submission.csv"
+
+    @property
+    def claim_file(self) -> Path:
+        return self.path / ".digits-claim"
+
+    # contents
+    def holds_results(self) -> bool:
+        return self.metrics.is_file() or self.checkpoints.is_dir()
+
+    def is_run(self) -> bool:
+        return self.metrics.is_file() or self.overrides_file.is_file()
+
+    def read_record(self) -> dict[str, Any] | None:
+        if not self.metrics.is_file():
+            return None
+        try:
+            data = json.loads(self.metrics.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write_record(self, record: RunRecord) -> None:
+        write_json_atomic(self.metrics, record.to_json())
+
+    def overrides(self) -> list[str]:
+        """The job's own command-line overrides (Hydra's .hydra/overrides.yaml), without hydra.* ones."""
+        if not self.overrides_file.is_file():
+            return []
+        items = yaml.safe_load(self.overrides_file.read_text()) or []
+        return [o for o in items if not o.lstrip("+~").startswith(("hydra", "resume="))]
+
+    def read_predictions(self) -> dict[str, Any]:
+        """Every array in predictions.npz, loaded; a damaged or foreign file is a one-line UserError."""
+        import zipfile
+
+        import numpy as np
+
+        try:
+            with np.load(self.predictions, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise UserError("has no predictions.npz (the run did not finish)", self.path) from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise UserError(f"is not a readable predictions file ({_plain(e)})", self.predictions) from None
+
+    # ownership
+    def claim(self) -> None:
+        """Make this process the dir's only user: create it (and missing parents) and an exclusive marker.
+
+        A marker left by a process that is gone (same host, pid not running) is taken over: that run was killed.
+        """
+        created = _make_dirs(self.path.absolute())
+        existing = sorted(p.name for p in self.path.iterdir())
+        mine = {"host": socket.gethostname(), "pid": os.getpid(), "created": [str(p) for p in created]}
+        mine["existing"] = existing
+        mine["since"] = dt.datetime.now().isoformat(timespec="seconds")
+        for _ in range(2):
+            try:
+                fd = os.open(self.claim_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = self._read_claim()
+                if other and _alive(other):
+                    raise UserError(
+                        f"is in use by another run (pid {other.get('pid')} on {other.get('host')}); "
+                        "choose another dir or wait for it to finish",
+                        self.path,
+                    ) from None
+                self.claim_file.unlink(missing_ok=True)  # a stale marker: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(mine, f)
+            return
+        raise UserError("could not claim the run dir (its marker keeps reappearing)", self.path)
+
+    def owned(self) -> bool:
+        claim = self._read_claim()
+        return bool(claim) and claim.get("pid") == os.getpid() and claim.get("host") == socket.gethostname()
+
+    def release(self) -> None:
+        if self.owned():
+            self.claim_file.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Undo what this process made for a run that produced nothing: the dirs it created, or else only the
+        entries that appeared since it claimed the dir. A user's own files are never touched."""
+        claim = self._read_claim()
+        if not claim or not self.owned() or self.holds_results():
+            self.release()
+            return
+        created = [Path(p) for p in claim.get("created", [])]
+        if self.path.absolute() in created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            for parent in created:
+                if parent != self.path.absolute():
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()  # only if empty: another run may live there by now
+            return
+        keep = set(claim.get("existing", []))
+        for entry in self.path.iterdir():
+            if entry.name not in keep:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    def _read_claim(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.claim_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p, returning the dirs this call created, deepest last."""
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    created = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+            created.append(d)
+        except FileExistsError:
+            pass  # another process made it in between: not ours
+    return created
+
+
+def _alive(claim: dict[str, Any]) -> bool:
+    """Whether the claiming process still runs. On another host we cannot tell, so assume it does."""
+    if claim.get("host") != socket.gethostname():
+        return True
+    pid = claim.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def read_overrides(run_dir: Path) -> list[str]:
-    """The job's own command-line overrides (Hydra's .hydra/overrides.yaml), without hydra.* ones."""
-    p = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if not p.is_file():
-        return []
-    items = yaml.safe_load(p.read_text()) or []
-    return [o for o in items if not o.lstrip("+~").startswith(("hydra", "resume="))]
+def unique_dir(parent: Path, name: str) -> Path:
+    """parent/name, or parent/name_1, name_2, ... : the first that does not exist yet (claimed by the caller)."""
+    candidate, n = parent / name, 0
+    while candidate.exists():
+        n += 1
+        candidate = parent / f"{name}_{n}"
+    return candidate
 
 
-def holds_results(run_dir: Path) -> bool:
-    run_dir = Path(run_dir)
-    return (run_dir / METRICS).is_file() or (run_dir / "checkpoints").is_dir()
+def _plain(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:160]
 
 
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Sub-directories of a sweep that are jobs (they have Hydra's .hydra/ or a metrics.json), in job order."""
+# --- reading many runs --------------------------------------------------------------------------------------------
+def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    return RunDir(run_dir).read_record()
+
+
+def read_overrides(run_dir: str | Path) -> list[str]:
+    return RunDir(run_dir).overrides()
+
+
+def read_predictions(run_dir: str | Path) -> dict[str, Any]:
+    return RunDir(run_dir).read_predictions()
+
+
+def holds_results(run_dir: str | Path) -> bool:
+    return RunDir(run_dir).holds_results()
+
+
+def _job_order(d: Path) -> tuple[int, int, str]:
+    head = d.name.split("_", 1)[0]
+    return (0, int(head), d.name) if head.isdigit() else (1, 0, d.name)
+
+
+def job_dirs(sweep_dir: str | Path) -> list[Path]:
+    """Sub-directories of a sweep that are jobs (`<n>_<what it varied>`, with .hydra/ or metrics.json), in job
+    order."""
     sweep_dir = Path(sweep_dir)
-    jobs = [d for d in sweep_dir.iterdir() if d.is_dir() and ((d / ".hydra").is_dir() or (d / METRICS).is_file())]
-    return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    jobs = [d for d in sweep_dir.iterdir() if d.is_dir() and RunDir(d).is_run()]
+    return sorted(jobs, key=_job_order)
 
 
 def labels(run_dirs: list[Path]) -> dict[Path, str]:
@@ -85,6 +372,6 @@ def labels(run_dirs: list[Path]) -> dict[Path, str]:
         keys = {k for k in keys if len({kv.get(k) for kv in parsed.values()}) > 1}
     out = {}
     for d, kv in parsed.items():
-        name = " ".join(f"{k}={v}" for k, v in kv.items() if k in keys)
+        name = ",".join(f"{k}={v}" for k, v in sorted(kv.items()) if k in keys)
         out[d] = name or Path(d).name
     return out

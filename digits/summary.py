@@ -8,20 +8,34 @@ from __future__ import annotations
 
 import sys
 
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from digits import cli_args
 from digits.errors import cli
 
+USAGE = """usage: python -m digits.summary [model=NAME] [model.KEY=VALUE ...]
+
+Print a model's layer table (torchsummary's layout, from one forward pass on a 1x28x28 input) and its parameter
+count. Takes the same overrides as `python -m digits.train`; only the model's matter.
+
+examples:
+  python -m digits.summary                               the report's CNN (187,062 parameters)
+  python -m digits.summary model=alexnet
+  python -m digits.summary model=ann model.hidden=[1024,256]
+
+models: {models}
+"""
+
 
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    cli_args.validate(args)
-    cli_args.precompose(args)
-    with initialize_config_dir(config_dir=str(cli_args.CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=args)
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE.format(models=", ".join(cli_args.groups()["model"])), end="")
+        return
+    cli_args.check_choices(cli_args.parse(args))
+    with cli_args.Composer() as composer:
+        cfg = composer.compose(args)
     from digits.models.summary import format_table, layer_table
 
     net = instantiate(cfg.model)

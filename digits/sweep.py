@@ -12,6 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from digits import runs
+from digits.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,11 @@ def _markdown(frame: pd.DataFrame) -> str:
 def write_summary(sweep_dir: str | Path) -> pd.DataFrame:
     sweep_dir = Path(sweep_dir)
     frame = summarize(sweep_dir)
-    frame.to_csv(sweep_dir / "summary.csv", index=False)
-    (sweep_dir / "summary.md").write_text(_markdown(frame))
+    try:
+        frame.to_csv(sweep_dir / "summary.csv", index=False)
+        (sweep_dir / "summary.md").write_text(_markdown(frame))
+    except OSError as e:
+        raise UserError(f"cannot write the summary ({e.strerror or e})", sweep_dir) from None
     return frame
 
 

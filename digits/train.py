@@ -1,20 +1,16 @@
 """Train one model (or a sweep of them): `python -m digits.train model=original optim=sgd lr=0.1`.
 
-A thin entry point: it checks the command line (one-line errors, in about a second, before torch is imported),
-lets Hydra compose the config and create the run dir, and hands the run to digits.pipeline. A run writes into
-its run dir: config.yaml (resolved), TensorBoard events, checkpoints/{best,last}.ckpt, predictions.npz,
-metrics.json and, for an unlabelled test.csv, submission.csv.
+A thin entry point: digits.cli_args checks the command line (one-line errors, before torch is imported) and claims
+the run dir, Hydra composes the config, digits.pipeline runs it, and digits.runs records it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
-from pathlib import Path
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,132 +23,124 @@ from digits.errors import EXIT_USER_ERROR, Interrupted, UserError, report
 log = logging.getLogger("digits.train")
 
 
-def _record_interrupt(run_dir: Path, signum: int) -> None:
-    """Mark the run interrupted (keeping what metrics.json held) and tell the user how to resume."""
-    prior = runs.read_metrics(run_dir) or {}
-    runs.write_json_atomic(
-        run_dir / runs.METRICS,
-        {
-            **{k: v for k, v in prior.items() if k != "status"},
-            "status": "interrupted",
-            "signal": signal.Signals(signum).name,
-            "resume": f"python -m digits.train resume={run_dir}",
-        },
-    )
-    print(
-        f"digits: interrupted by {signal.Signals(signum).name}; continue with: python -m digits.train resume={run_dir}",
-        file=sys.stderr,
-    )
+def quiet_libraries() -> None:
+    """Lightning's advertising, a deprecation inside Lightning and its SLURM hint are not for our users."""
 
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            msg = str(record.msg)
+            return not (msg.startswith("💡 Tip") or ("srun" in msg and "not used" in msg))
 
-def _discard(run_dir: Path) -> None:
-    """Remove what Hydra created for a run that failed before producing anything, so no half-run is left."""
-    if runs.holds_results(run_dir) or not run_dir.is_dir():
-        return
-    made_here = {".hydra", "train.log", "config.yaml"}
-    if all(p.name in made_here or p.name.startswith("events.out.tfevents") for p in run_dir.iterdir()):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            run_dir.parent.rmdir()  # the date folder, if this was its only run
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_Drop())
+    logging.getLogger("lightning.fabric.utilities.rank_zero").addFilter(_Drop())
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    # Nothing is logged per step (metrics are read once per epoch), so Lightning's step-logging interval is moot.
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    warnings.filterwarnings("ignore", message=r".*`srun` command is available on your system but is not used.*")
+    if logging.getLogger().handlers:  # under Hydra, whose root handlers print and write train.log
+        for handler in list(logging.getLogger("lightning").handlers):  # Lightning's own would print twice
+            logging.getLogger("lightning").removeHandler(handler)
 
 
 def _is_ddp_child() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0
 
 
-def _check_last_checkpoint(run_dir: Path) -> None:
-    """weights_only=True; a truncated or foreign file is a one-line error (before the heavy imports)."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        from digits.evaluate import load_checkpoint
-
-        load_checkpoint(last)
+def _interrupted(run: runs.RunDir, signum: int) -> None:
+    print(
+        f"digits: interrupted by {signal.Signals(signum).name}; continue with: {runs.resume_command(run.path)}",
+        file=sys.stderr,
+    )
+    sys.exit(128 + signum)
 
 
 def _task(cfg: DictConfig) -> float:
+    quiet_libraries()
     hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
+    run = runs.RunDir(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
-        return _sweep_job(cfg, run_dir)
+        return _sweep_job(cfg, run)
     resume = cfg.get("resume") is not None
     try:
-        prior = runs.read_metrics(run_dir)
+        prior = run.read_record()
         if resume and prior and prior.get("status") in runs.FINISHED:
-            raise UserError(f"run already finished (status {prior['status']}); nothing to resume", run_dir)
-        if not resume and runs.holds_results(run_dir) and not _is_ddp_child():
-            raise UserError(f"already holds a run; resume it with resume={run_dir} or choose another dir", run_dir)
-        if resume:
-            _check_last_checkpoint(run_dir)
+            raise UserError(f"run already finished (status {prior['status']}); nothing to resume", run.path)
+        if resume and run.last_checkpoint.is_file():
+            from digits.evaluate import load_checkpoint
+
+            load_checkpoint(run.last_checkpoint)  # weights_only; a damaged file is one line, before Lightning loads
         if cfg.data.get("dir"):
             from digits.data.csv import check_folder
 
             check_folder(cfg.data.dir)  # bad data is reported before Lightning is even imported
-        from digits.pipeline import run
+        from digits.pipeline import run as run_pipeline
 
-        metrics = run(cfg, run_dir, resume=resume)
+        record = run_pipeline(cfg, run, resume=resume)
     except UserError as e:
         report(e)
         if not resume:
-            _discard(run_dir)
+            run.discard()
         sys.exit(EXIT_USER_ERROR)
     except Interrupted as e:
-        _record_interrupt(run_dir, e.signum)
-        sys.exit(128 + e.signum)
-    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to record
+        _interrupted(run, e.signum)
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to record, nothing left behind
+        if not resume:
+            run.discard()
         sys.exit(128 + signal.SIGINT)
     except OSError as e:  # a full disk or a vanished dir mid-run: the environment, not a bug of ours
-        report(UserError(f"cannot write: {e.strerror or e}", e.filename or run_dir))
+        report(UserError(f"cannot write: {e.strerror or e}", e.filename or run.path))
         sys.exit(EXIT_USER_ERROR)
-    return float(metrics.get("val_acc_best") or 0.0)
+    return float(record.val_acc_best or 0.0) if record else 0.0
 
 
-def _sweep_job(cfg: DictConfig, run_dir: Path) -> float:
+def _sweep_job(cfg: DictConfig, run: runs.RunDir) -> float:
     """One job of a multirun: skip it if it finished before, resume it if interrupted, record failures."""
-    prior = runs.read_metrics(run_dir)
-    if prior and prior.get("overrides") not in (None, runs.read_overrides(run_dir)):
+    prior = run.read_record()
+    if prior and prior.get("overrides") not in (None, run.overrides()):
         # Another sweep's job lives here: never overwrite its results.
-        report(UserError(f"holds a different job ({' '.join(prior['overrides'])}); left untouched", run_dir))
+        report(UserError(f"holds a different job ({' '.join(prior['overrides'])}); left untouched", run.path))
         return 0.0
     if prior and prior.get("status") in runs.FINISHED:
-        log.info("job %s already %s; skipping", run_dir, prior["status"])
+        log.info("job %s already %s; skipping", run.path, prior["status"])
         return float(prior.get("val_acc_best") or 0.0)
-    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    from digits.pipeline import run
+    try:
+        run.claim()
+    except UserError as e:
+        report(e)
+        return 0.0
+    from digits.pipeline import run as run_pipeline
 
     try:
+        resume = run.last_checkpoint.is_file()
         if resume:
-            _check_last_checkpoint(run_dir)
-        metrics = run(cfg, run_dir, resume=resume)
+            from digits.evaluate import load_checkpoint
+
+            load_checkpoint(run.last_checkpoint)
+        record = run_pipeline(cfg, run, resume=resume)
     except Interrupted as e:
-        _record_interrupt(run_dir, e.signum)
-        sys.exit(128 + e.signum)
+        _interrupted(run, e.signum)
     except Exception as e:  # one broken job must not take the sweep down
         if isinstance(e, UserError):
             report(e)
         else:
-            log.exception("job %s failed", run_dir)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        runs.write_json_atomic(
-            run_dir / runs.METRICS,
-            {
-                "status": "failed",
-                "error": f"{type(e).__name__}: {first}",
-                "overrides": runs.read_overrides(run_dir),
-            },
-        )
+            log.exception("job %s failed", run.path)
+        run.write_record(runs.RunRecord.failed(e, run.overrides()))
         return 0.0
-    return float(metrics.get("val_acc_best") or 0.0)
+    finally:
+        run.release()
+    return float(record.val_acc_best or 0.0) if record else 0.0
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=str(cli_args.CONF_DIR), config_name="train")(_task)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Validate and expand the command line (one-line errors, resume=DIR), then hand it to Hydra."""
+    """Check and complete the command line (one-line errors, resume=DIR, the run dir), then hand it to Hydra."""
     args = list(sys.argv[1:] if argv is None else argv)
+    claimed = None
     if not _is_ddp_child():
         try:
-            args = cli_args.prepare(args)
+            args, claimed = cli_args.prepare(args)
         except UserError as e:
             report(e)
             sys.exit(EXIT_USER_ERROR)
@@ -160,7 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     from digits import sweep
 
     sweep.LAST = None
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        if claimed is not None:
+            claimed.release()
     if sweep.LAST is not None and sweep.LAST.ok == 0:
         print(f"digits: error: {sweep.LAST.sweep_dir}: no job of the sweep produced a result", file=sys.stderr)
         sys.exit(1)

@@ -1,59 +1,12 @@
-"""Shared fixtures: tiny, learnable digit CSVs written in the test, and a runner for the real CLI."""
+"""Shared fixtures: data folders made in the test; the helpers themselves live in tests/helpers."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-
-from digits.data.csv import GRID_COLUMNS, KAGGLE_COLUMNS
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n images [n, 784] uint8 and labels [n]: class c is a bright 8x8 block at one of 10 places, shifted by up to
-    1 pixel, on noise. Not digits, but learnable in a few steps by every model, which is what tests need."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 10
-    rng.shuffle(labels)
-    images = rng.integers(0, 40, size=(n, 28, 28))
-    for i, c in enumerate(labels):
-        r, col = 2 + 9 * (c // 4), 1 + 7 * (c % 4)
-        dr, dc = rng.integers(-1, 2, size=2)
-        r, col = int(np.clip(r + dr, 0, 20)), int(np.clip(col + dc, 0, 20))
-        images[i, r : r + 8, col : col + 8] = rng.integers(180, 256, size=(8, 8))
-    return images.reshape(n, 784).astype(np.uint8), labels.astype(np.int64)
-
-
-def write_digits_csv(path: Path, images: np.ndarray, labels: np.ndarray | None, header: str = "kaggle") -> Path:
-    columns = KAGGLE_COLUMNS if header == "kaggle" else GRID_COLUMNS
-    frame = pd.DataFrame(images, columns=columns)
-    if labels is not None:
-        frame.insert(0, "label", labels)
-    frame.to_csv(path, index=False)
-    return path
-
-
-def make_folder(
-    root: Path, n_train: int = 600, n_test: int = 200, header: str = "kaggle", test: str | None = "unlabelled"
-) -> Path:
-    """A data folder like Kaggle's (test unlabelled) or a labelled MNIST dump (test labelled)."""
-    root.mkdir(parents=True, exist_ok=True)
-    x, y = synthetic_digits(n_train, seed=1)
-    write_digits_csv(root / "train.csv", x, y, header)
-    if test is not None:
-        xt, yt = synthetic_digits(n_test, seed=2)
-        write_digits_csv(root / "test.csv", xt, yt if test == "labelled" else None, header)
-        np.save(root.parent / f"{root.name}_answers.npy", yt)  # the answer key stays outside the data folder
-    return root
+from helpers import make_folder
 
 
 @pytest.fixture
@@ -64,43 +17,6 @@ def kaggle_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def grid_dir(tmp_path: Path) -> Path:
     return make_folder(tmp_path / "grid", header="grid", test="labelled")
-
-
-# Fast settings every CLI test shares: tiny batches, 2 epochs, no progress bar.
-FAST = [
-    "trainer.max_epochs=2",
-    "data.batch_size=64",
-    "data.eval_batch_size=256",
-    "trainer.enable_progress_bar=false",
-    "callbacks.progress_bar=null",
-]
-
-
-def run_cli(
-    args: list[str], cwd: Path, module: str = "digits.train", timeout: int = 300, check: bool = True, **kw
-) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-        "DIGITS_DATA": str(cwd / "data"),
-        "PYTHONWARNINGS": "ignore",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kw
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def only_run_dir(cwd: Path) -> Path:
-    dirs = [p.parent for p in (cwd / "outputs").glob("*/*/.hydra")]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
-
-
-def metrics_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_folder, synthetic_digits, write_digits_csv
+from helpers import make_folder, synthetic_digits, write_digits_csv
 
 from digits.data.csv import GRID_COLUMNS, KAGGLE_COLUMNS, cache_path, load_csv, parse_csv
 from digits.errors import UserError

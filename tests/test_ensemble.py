@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import FAST, run_cli
+from helpers import FAST, job_dir, metrics_of, run_cli
 
 
 def _sweep(cwd: Path, data: Path, seeds: str) -> Path:
@@ -22,7 +22,7 @@ def test_ensemble_of_a_labelled_sweep(tmp_path: Path, grid_dir: Path) -> None:
     proc = run_cli([str(sweep), "--out", str(out)], cwd=tmp_path, module="digits.ensemble")
     result = json.loads((out / "ensemble.json").read_text())
     assert result["n_members"] == 3 and "ensemble of 3" in proc.stdout
-    probs = [np.load(sweep / str(i) / "predictions.npz") for i in range(3)]
+    probs = [np.load(job_dir(sweep, i) / "predictions.npz") for i in range(3)]
     mean = np.mean([p["test_probs"] for p in probs], axis=0)
     labels = probs[0]["test_labels"]
     assert result["test_acc"] == float((mean.argmax(1) == labels).mean())
@@ -34,7 +34,7 @@ def test_ensemble_of_a_labelled_sweep(tmp_path: Path, grid_dir: Path) -> None:
     top = tmp_path / "top"
     run_cli([str(sweep), "--top", "2", "--out", str(top)], cwd=tmp_path, module="digits.ensemble")
     chosen = {Path(m["run"]).name for m in json.loads((top / "ensemble.json").read_text())["members"]}
-    vals = {str(i): json.loads((sweep / str(i) / "metrics.json").read_text())["val_acc_best"] for i in range(3)}
+    vals = {job_dir(sweep, i).name: metrics_of(job_dir(sweep, i))["val_acc_best"] for i in range(3)}
     assert chosen == set(sorted(vals, key=lambda k: -vals[k])[:2])
 
     again = run_cli([str(sweep), "--out", str(out)], cwd=tmp_path, module="digits.ensemble", check=False)
@@ -44,7 +44,7 @@ def test_ensemble_of_a_labelled_sweep(tmp_path: Path, grid_dir: Path) -> None:
 def test_ensemble_writes_a_kaggle_submission(tmp_path: Path, kaggle_dir: Path) -> None:
     sweep = _sweep(tmp_path, kaggle_dir, "0,1")
     out = tmp_path / "ens"
-    run_cli([str(sweep / "0"), str(sweep / "1"), "--out", str(out)], cwd=tmp_path, module="digits.ensemble")
+    run_cli([str(job_dir(sweep, 0)), str(job_dir(sweep, 1)), "--out", str(out)], cwd=tmp_path, module="digits.ensemble")
     sub = pd.read_csv(out / "submission.csv")
     assert list(sub.columns) == ["ImageId", "Label"] and sub["ImageId"].tolist() == list(range(1, 201))
     assert sub["Label"].between(0, 9).all()

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from conftest import synthetic_digits
+from helpers import synthetic_digits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

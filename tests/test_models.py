@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from digits.cli_args import CONF_DIR
 from digits.errors import UserError
 from digits.models import INIT_SCHEMES, OriginalCNN, apply_init
 from digits.models.summary import format_table, layer_table
 
-# The report's torchsummary table (shared/reference/README.md).
+# The report's torchsummary table (docs/report.md).
 REFERENCE = [
     ("Conv2d-1", (-1, 32, 24, 24), 832),
     ("BatchNorm2d-2", (-1, 32, 24, 24), 64),
@@ -46,7 +46,8 @@ def test_original_matches_the_reference_table() -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_maps_a_batch_to_ten_logits_and_learns(name: str) -> None:
     torch.manual_seed(0)
-    net = instantiate(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml"))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        net = instantiate(compose(config_name="train", overrides=[f"model={name}"]).model)
     x = torch.randn(8, 1, 28, 28)
     y = torch.arange(8) % 10
     assert net(x).shape == (8, 10)
@@ -63,9 +64,8 @@ def test_every_model_maps_a_batch_to_ten_logits_and_learns(name: str) -> None:
 
 def test_model_dropout_knob_reaches_the_layers() -> None:
     for name in MODELS:
-        cfg = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
-        cfg.dropout = 0.37
-        net = instantiate(cfg)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            net = instantiate(compose(config_name="train", overrides=[f"model={name}", "model.dropout=0.37"]).model)
         ps = [m.p for m in net.modules() if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d))]
         assert ps and all(p == 0.37 for p in ps), name
 
@@ -93,3 +93,9 @@ def test_init_schemes(scheme: str) -> None:
 def test_unknown_init_is_a_user_error() -> None:
     with pytest.raises(UserError, match="valid: default, normal, xavier, kaiming, zeros"):
         apply_init(OriginalCNN(), "orthogonal")
+
+
+def test_the_config_schema_knows_every_init_scheme() -> None:
+    from digits.schema import Init
+
+    assert tuple(m.value for m in Init) == INIT_SCHEMES

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, ROOT, metrics_of, run_cli
+from helpers import FAST, ROOT, job_dir, metrics_of, run_cli
 
 SAME = ["status", "epochs", "best_epoch", "val_acc_best", "test_acc", "test_loss", "train_loss_last", "val_loss_last"]
 # 540 training rows at batch 32: 16 steps an epoch, so step 24 is the middle of the second epoch.
@@ -60,7 +60,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The same run, left alone."""
-    from conftest import make_folder
+    from helpers import make_folder
 
     cwd = tmp_path_factory.mktemp("resume")
     data = make_folder(cwd / "grid", header="grid", test="labelled")
@@ -147,21 +147,21 @@ def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir
     args = ["-m", f"data.dir={grid_dir}", "lr=0.02,0.05,0.1", *FAST, "trainer.max_epochs=4", "data.batch_size=32"]
     proc = _popen(args, tmp_path)
     end = time.time() + 120
-    while not list((tmp_path / "outputs" / "multirun").glob("*/*/1/checkpoints/last.ckpt")):
+    while not list((tmp_path / "outputs" / "multirun").glob("*/*/1_*/checkpoints/last.ckpt")):
         assert proc.poll() is None and time.time() < end, proc.communicate()[1][-2000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     assert proc.returncode == 143
     (sweep_dir,) = list((tmp_path / "outputs" / "multirun").glob("*/*"))
-    assert metrics_of(sweep_dir / "0")["status"] == "completed"
-    assert metrics_of(sweep_dir / "1")["status"] == "interrupted"
-    assert not (sweep_dir / "2").exists()
-    done_before = (sweep_dir / "0" / "metrics.json").stat().st_mtime_ns
+    assert metrics_of(job_dir(sweep_dir, 0))["status"] == "completed"
+    assert metrics_of(job_dir(sweep_dir, 1))["status"] == "interrupted"
+    assert not list(sweep_dir.glob("2_*"))
+    done_before = (job_dir(sweep_dir, 0) / "metrics.json").stat().st_mtime_ns
 
     run_cli([*args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert len(summary) == 3 and set(summary["status"]) == {"completed"}
-    assert (sweep_dir / "0" / "metrics.json").stat().st_mtime_ns == done_before  # skipped, not retrained
-    assert "resuming from" in (sweep_dir / "1" / "train.log").read_text()
-    assert json.loads((sweep_dir / "1" / "metrics.json").read_text())["epochs"] == 4
+    assert (job_dir(sweep_dir, 0) / "metrics.json").stat().st_mtime_ns == done_before  # skipped, not retrained
+    assert "resuming from" in (job_dir(sweep_dir, 1) / "train.log").read_text()
+    assert json.loads((job_dir(sweep_dir, 1) / "metrics.json").read_text())["epochs"] == 4

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import FAST, make_folder, metrics_of, only_run_dir, run_cli
+from helpers import FAST, make_folder, metrics_of, only_run_dir, run_cli
 
 from digits.plots import read_curves
 
@@ -95,7 +95,7 @@ def test_bad_data_is_one_line_and_leaves_no_run_dir(tmp_path: Path, setup, expec
         (["model=nope"], "unknown model 'nope'; valid: alexnet, ann, lenet, original"),
         (["optim=rmsprop"], "unknown optim 'rmsprop'; valid: adam, adamw, sgd"),
         (["init=orthogonal"], "unknown init 'orthogonal'"),
-        (["no_such_key=1"], "bad override"),
+        (["no_such_key=1"], "unknown key no_such_key"),
         (["lr=fast"], "lr must be a number"),
         (["logger=null"], "write ~logger instead"),
     ],
@@ -135,14 +135,17 @@ def test_a_nearly_full_disk_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(_shutil, "disk_usage", lambda p: _shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     with pytest.raises(UserError, match="MiB free on the output disk"):
-        cli_args.check_writable([f"hydra.run.dir={tmp_path / 'run'}"])
+        cli_args.check_writable(tmp_path / "run")
     monkeypatch.undo()
-    cli_args.check_writable([f"hydra.run.dir={tmp_path / 'run'}"])  # plenty of room: no error
+    cli_args.check_writable(tmp_path / "run")  # plenty of room: no error
 
 
-def test_the_writability_check_looks_where_the_command_will_write() -> None:
-    from digits.cli_args import _target_dir
+def test_the_command_writes_where_the_composed_config_says(tmp_path: Path) -> None:
+    from digits.cli_args import prepare
 
-    assert _target_dir(["experiment=best", "hydra.run.dir=/x/run"]) == Path("/x/run")  # a single run
-    assert _target_dir(["experiment=optim_grid", "hydra.sweep.dir=/y"]) == Path("/y")  # a multirun by its file
-    assert _target_dir(["-m", "lr=0.1,0.01"]) == Path("outputs")
+    _, run = prepare(["experiment=best", f"hydra.run.dir={tmp_path / 'run'}"])  # a single run
+    assert run is not None and run.path == tmp_path / "run" and run.owned()
+    run.release()
+    _, sweep = prepare(["experiment=optim_grid", f"hydra.sweep.dir={tmp_path / 'grid'}"])  # a multirun by its file
+    assert sweep is not None and sweep.path == tmp_path / "grid"
+    sweep.release()

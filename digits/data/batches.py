@@ -12,14 +12,10 @@ from collections.abc import Callable, Iterator
 import torch
 
 from digits.data.augment import Augment
+from digits.seeding import AUGMENT, ORDER, stream_seed
 
 # MNIST's pixel mean and standard deviation (on [0, 1]); used for every data set so checkpoints stay comparable.
 MEAN, STD = 0.1307, 0.3081
-
-
-def stream_seed(seed: int, epoch: int, stream: int) -> int:
-    """A distinct, stable 63-bit seed per (seed, epoch, stream)."""
-    return (seed * 1_000_003 + epoch * 7919 + stream * 104_729) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +61,7 @@ class TensorBatches:
     def _order(self, epoch: int) -> torch.Tensor | None:
         if not self.shuffle:
             return None
-        g = torch.Generator().manual_seed(stream_seed(self.seed, epoch, 0))
+        g = torch.Generator().manual_seed(stream_seed(self.seed, epoch, ORDER))
         perm = torch.randperm(len(self.images), generator=g)
         perm = perm[: self.per_rank * self.world_size].view(self.per_rank, self.world_size)[:, self.rank]
         return perm.to(self.images.device, non_blocking=True)
@@ -75,7 +71,7 @@ class TensorBatches:
         perm = self._order(epoch)
         gen = None
         if self.augment is not None:
-            gen = torch.Generator(device=self.images.device).manual_seed(stream_seed(self.seed, epoch, 1))
+            gen = torch.Generator(device=self.images.device).manual_seed(stream_seed(self.seed, epoch, AUGMENT))
         bs = self.batch_size
         for i in range(self.n_batches):
             if perm is not None:

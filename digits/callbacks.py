@@ -1,0 +1,81 @@
+"""What a run does besides training: record each epoch, say how it went, and turn signals into a clean stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger("digits.train")
+
+
+class RunRecorder(Callback):
+    """Epoch wall times and validation accuracies (NaN for an epoch without validation), kept in checkpoints so a
+    resumed run continues the record, and one console/train.log line per epoch."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self.val_acc: list[float] = []
+        self._start = 0.0
+        self._validated = False
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        self._validated = False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._start
+        self.epoch_seconds.append(seconds)
+        acc = trainer.callback_metrics.get("val/acc") if self._validated else None  # else last epoch's value
+        self.val_acc.append(float(acc) if acc is not None else float("nan"))
+        if trainer.is_global_zero:
+            log.info(self._line(trainer, pl_module, seconds))
+
+    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> str:
+        """So a run without a progress bar (a sweep, nohup) shows how it is going."""
+        epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
+        loss = float(epoch_metrics()[0]) if epoch_metrics else float("nan")
+        parts = [f"epoch {len(self.epoch_seconds)}/{trainer.max_epochs}", f"train loss {loss:.4f}"]
+        if self._validated:
+            val_loss = trainer.callback_metrics.get("val/loss")
+            best = max(a for a in self.val_acc if a == a)
+            parts += [f"val loss {float(val_loss):.4f}" if val_loss is not None else "val loss -"]
+            parts += [f"val acc {100 * self.val_acc[-1]:.2f}%", f"best {100 * best:.2f}%"]
+        parts.append(f"{seconds:.1f} s")
+        return "  ".join(parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_seconds": list(self.epoch_seconds), "val_acc": list(self.val_acc)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch_seconds = list(state_dict.get("epoch_seconds", []))
+        self.val_acc = list(state_dict.get("val_acc", []))
+
+
+class SignalsAsInterrupts:
+    """While training, SIGTERM behaves like Ctrl-C (KeyboardInterrupt); `got` holds the signals that came.
+
+    Lightning turns a KeyboardInterrupt into its own clean-up and sys.exit(1); the caller checks `got` to tell that
+    from a real exit.
+    """
+
+    def __enter__(self) -> list[int]:
+        self.got: list[int] = []
+
+        def handler(signum: int, _frame: object) -> None:
+            self.got.append(signum)
+            raise KeyboardInterrupt
+
+        self.previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self.got
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
