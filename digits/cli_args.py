@@ -14,6 +14,7 @@ import difflib
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ def _find_conf() -> Path:
 
 CONF_DIR = _find_conf()
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# Hydra's flags that take a value (`--cfg job`, `-cn train`); --info's is optional but never holds '='.
+FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
+FLAGS_WITH_VALUE |= {"--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
 MAX_CHECKED_JOBS = 256
 MIN_FREE_BYTES = 50 * 2**20
 # What a resumed run may not change: the model, the data and what decides the weights it ends with.
@@ -53,9 +57,36 @@ def groups() -> dict[str, list[str]]:
     return out
 
 
+def groups_help() -> str:
+    """The config groups and their choices, for `python -m digits.train --help`."""
+    lines = []
+    for group, choices in groups().items():
+        lines.append(f"  {group + ':':<18} {', '.join(choices)}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("digits_groups", groups_help, replace=True)
+
+
 def quote(value: str) -> str:
     """A value in Hydra's override grammar, quoted so spaces, commas and '=' stay part of it."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """Flags (with their values) before the overrides: Hydra's argparse cannot take overrides on both sides of -m."""
+    flags, overrides, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-"):
+            flags.append(a)
+            if a in FLAGS_WITH_VALUE and i + 1 < len(args) and "=" not in args[i + 1]:
+                flags.append(args[i + 1])
+                i += 1
+        else:
+            overrides.append(a)
+        i += 1
+    return flags + overrides
 
 
 # --- resume -------------------------------------------------------------------------------------------------------
@@ -292,10 +323,26 @@ def _naming(overrides: list[Any], args: list[str]) -> list[str]:
 
 
 # --- the whole preparation ----------------------------------------------------------------------------------------
-def prepare(args: list[str]) -> tuple[list[str], RunDir | None]:
-    """Check and complete the arguments for Hydra; claim the target dir. Returns the arguments and the claimed dir
+@dataclass
+class Target:
+    """The dir a command writes to, claimed by this process: one run's dir, or a sweep's."""
+
+    dir: RunDir
+    sweep: bool
+
+    def done(self) -> None:
+        """Give the dir up; a run's dir that got no results is removed (only what this process made)."""
+        if self.sweep:
+            self.dir.release()
+        else:
+            self.dir.discard()
+
+
+def prepare(args: list[str]) -> tuple[list[str], Target | None]:
+    """Check and complete the arguments for Hydra; claim the target dir. Returns the arguments and the target
     (None for --help, --cfg and the like, which write nothing)."""
     args = expand_resume(args)
+    args = flags_first(args)
     if any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):
         return args, None
     overrides = parse(args)
@@ -324,4 +371,4 @@ def prepare(args: list[str]) -> tuple[list[str], RunDir | None]:
     extra = [f"{key}={quote(str(target))}"] if not named else []
     if multirun:
         extra += _naming(overrides, args)
-    return [*args, *extra], run
+    return [*args, *extra], Target(run, multirun)

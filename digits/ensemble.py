@@ -18,7 +18,7 @@ import numpy as np
 
 from digits import runs
 from digits.cli_args import check_writable
-from digits.errors import UserError, cli
+from digits.errors import ArgumentParser, UserError, cli
 
 
 def members_of(paths: list[Path]) -> list[Path]:
@@ -105,7 +105,7 @@ def _output_dir(given: Path | None) -> Path:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m digits.ensemble", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m digits.ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run dirs and/or sweep dirs")
     parser.add_argument("--top", type=positive_int, default=None, help="keep the K members with the best val accuracy")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default outputs/ensemble/<date>/<time>)")

@@ -6,11 +6,12 @@ never a traceback: tracebacks are for our bugs, not for theirs.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,3 +69,11 @@ def cli(fn: F) -> F:
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the CLI's error form: a bad flag is one line and exit status 2, not usage plus a message."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        report(UserError(f"{message} (see {self.prog} --help)"))
+        sys.exit(EXIT_USER_ERROR)

@@ -1,7 +1,9 @@
-"""Inference on a whole split with plain torch: used after training, by the ensemble and by the report."""
+"""Inference with plain torch: softmax over a whole split, and checkpoints loaded safely (weights_only=True)."""
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +39,62 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError("no such checkpoint", path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on pickle protocols: the error below says what matters
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with foreign globals, not a torch file at all...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"not a readable digits checkpoint ({first[:200]})", path) from None
+        raise UserError(_why_unreadable(e), path) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "digits_config" not in ckpt:
         raise UserError("not a digits checkpoint (no state_dict / digits_config)", path)
     return ckpt
 
 
+def _why_unreadable(e: BaseException) -> str:
+    """torch's messages run to a paragraph (and advise weights_only=False, which would run the file's code); say
+    in plain words what is wrong with the file instead."""
+    text = str(e)
+    if isinstance(e, EOFError) or "central directory" in text or "failed reading zip archive" in text:
+        return "is truncated or damaged (not a complete checkpoint); the run that wrote it may have been killed"
+    if "Weights only load failed" in text or isinstance(e, pickle.UnpicklingError):
+        return "holds Python objects, not only tensors and numbers, so it is not loaded (not a digits checkpoint)"
+    return "is not a PyTorch checkpoint file"
+
+
 def net_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the bare architecture from the config stored in the checkpoint and load its weights."""
+    """Rebuild the bare architecture from the config stored in the checkpoint and load its weights.
+
+    The stored `_target_` must name one of this project's models: a checkpoint is data, and instantiating any
+    callable it names would hand the file the control that weights_only=True takes away."""
+    from digits import models
+
     ckpt = load_checkpoint(path)
     cfg = ckpt["digits_config"]
-    net = instantiate(OmegaConf.create(cfg["model"]))
+    model_cfg = dict(cfg.get("model") or {}) if isinstance(cfg, dict) else {}
+    allowed = {f"{cls.__module__}.{cls.__name__}" for cls in models.ARCHITECTURES}
+    if model_cfg.get("_target_") not in allowed:
+        raise UserError(f"names a model this project does not have ({str(model_cfg.get('_target_'))[:80]})", path)
+    net = instantiate(OmegaConf.create(model_cfg))
     prefix = "net."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"weights do not fit the stored model config ({str(e).splitlines()[0]})", path) from None
-    return net, cfg
+    return net.eval(), cfg
+
+
+def tested_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint a run was tested with: best.ckpt, or last.ckpt for a run that kept its last weights."""
+    from digits.runs import RunDir
+
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise UserError("no such run dir", run.path)
+    record = run.read_record() or {}
+    order = [run.last_checkpoint, run.best_checkpoint]
+    if record.get("tested_weights") != "last":
+        order.reverse()
+    for ckpt in order:
+        if ckpt.is_file():
+            return ckpt
+    raise UserError("has no checkpoint (checkpoints/best.ckpt or last.ckpt); is it a finished training run?", run.path)

@@ -7,13 +7,12 @@ curves.png, confusion.png and misclassified.png (from its predictions.npz). The 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 from digits import runs
-from digits.errors import UserError, cli
+from digits.errors import ArgumentParser, UserError, cli
 
 
 def report_run(run_dir: Path) -> list[Path]:
@@ -67,7 +66,7 @@ def report_sweep(sweep_dir: Path, top: int | None = None) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     from digits.ensemble import positive_int
 
-    parser = argparse.ArgumentParser(prog="python -m digits.report", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m digits.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run dir (outputs/<date>/<time>) or a sweep dir")
     parser.add_argument("--top", type=positive_int, default=None, help="sweeps: plot only the N best jobs (by val)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

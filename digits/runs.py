@@ -70,6 +70,7 @@ class RunRecord:
     test_loss: float | None = None
     train_seconds: float = 0.0
     epoch_seconds: list[float] = field(default_factory=list)
+    val_acc: list[float | None] = field(default_factory=list)  # per epoch; null where no validation ran
     model: str | None = None
     optim: str | None = None
     lr: float | None = None
@@ -102,6 +103,7 @@ class RunRecord:
             val_acc_best=best,
             train_seconds=round(float(sum(seconds)), 3),
             epoch_seconds=[round(s, 4) for s in seconds],
+            val_acc=[a if a == a else None for a in val_acc],
             **identity,
         )
 
@@ -262,7 +264,7 @@ class RunDir:
         created = [Path(p) for p in claim.get("created", [])]
         if self.path.absolute() in created:
             shutil.rmtree(self.path, ignore_errors=True)
-            for parent in created:
+            for parent in reversed(created):  # deepest first
                 if parent != self.path.absolute():
                     with contextlib.suppress(OSError):
                         parent.rmdir()  # only if empty: another run may live there by now

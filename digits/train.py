@@ -37,20 +37,23 @@ def quiet_libraries() -> None:
     # Nothing is logged per step (metrics are read once per epoch), so Lightning's step-logging interval is moot.
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r".*`srun` command is available on your system but is not used.*")
+    import lightning  # noqa: F401  (gives its loggers their own console handlers, removed below)
+
     if logging.getLogger().handlers:  # under Hydra, whose root handlers print and write train.log
-        for handler in list(logging.getLogger("lightning").handlers):  # Lightning's own would print twice
-            logging.getLogger("lightning").removeHandler(handler)
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            for handler in list(logging.getLogger(name).handlers):  # Lightning's own would print twice
+                logging.getLogger(name).removeHandler(handler)
 
 
 def _is_ddp_child() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0
 
 
-def _interrupted(run: runs.RunDir, signum: int) -> None:
-    print(
-        f"digits: interrupted by {signal.Signals(signum).name}; continue with: {runs.resume_command(run.path)}",
-        file=sys.stderr,
-    )
+def _interrupted(run: runs.RunDir, signum: int, sweep_dir: str | None = None) -> None:
+    how = runs.resume_command(run.path)
+    if sweep_dir is not None:
+        how = f"the same command with hydra.sweep.dir={cli_args.quote(sweep_dir)}"
+    print(f"digits: interrupted by {signal.Signals(signum).name}; continue with: {how}", file=sys.stderr)
     sys.exit(128 + signum)
 
 
@@ -61,6 +64,7 @@ def _task(cfg: DictConfig) -> float:
     if hc.mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, run)
     resume = cfg.get("resume") is not None
+    log.info("run dir: %s", run.path)
     try:
         prior = run.read_record()
         if resume and prior and prior.get("status") in runs.FINISHED:
@@ -118,7 +122,7 @@ def _sweep_job(cfg: DictConfig, run: runs.RunDir) -> float:
             load_checkpoint(run.last_checkpoint)
         record = run_pipeline(cfg, run, resume=resume)
     except Interrupted as e:
-        _interrupted(run, e.signum)
+        _interrupted(run, e.signum, str(HydraConfig.get().sweep.dir))
     except Exception as e:  # one broken job must not take the sweep down
         if isinstance(e, UserError):
             report(e)
@@ -150,9 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     sweep.LAST = None
     try:
         _hydra_main()
+    except KeyboardInterrupt:  # Ctrl-C while Hydra was still setting up: nothing to record
+        sys.exit(128 + signal.SIGINT)
     finally:
         if claimed is not None:
-            claimed.release()
+            claimed.done()
     if sweep.LAST is not None and sweep.LAST.ok == 0:
         print(f"digits: error: {sweep.LAST.sweep_dir}: no job of the sweep produced a result", file=sys.stderr)
         sys.exit(1)

@@ -23,3 +23,9 @@ def grid_dir(tmp_path: Path) -> Path:
 def _torch_threads():
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parse caches that cannot go beside a CSV go to $XDG_CACHE_HOME: a temporary one, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import make_folder, synthetic_digits, write_digits_csv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from digits.data.csv import GRID_COLUMNS, KAGGLE_COLUMNS, cache_path, load_csv, parse_csv
 from digits.errors import UserError
@@ -164,6 +167,27 @@ def test_grid_header_rows_are_read_row_major(tmp_path: Path) -> None:
     assert got.images[0, 2, 4] == 200 and got.images.sum() == 200
 
 
+def test_a_read_only_data_folder_caches_in_the_user_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from digits.data import csv as csv_module
+
+    folder = make_folder(tmp_path / "ro", n_train=20, test=None)
+    real = np.savez
+
+    def read_only_folder(file: object, *args: object, **kwargs: object) -> None:
+        if Path(str(file)).parent == folder:
+            raise PermissionError(30, "Read-only file system")
+        real(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "savez", read_only_folder)
+    first = load_csv(folder / "train.csv", require_label=True)
+    assert not cache_path(folder / "train.csv").exists()
+    assert csv_module.user_cache_path(folder / "train.csv").is_file()
+    parses = []
+    monkeypatch.setattr(csv_module, "parse_csv", lambda *a, **k: parses.append(a))
+    again = load_csv(folder / "train.csv", require_label=True)  # from the user cache: no parse
+    assert parses == [] and np.array_equal(first.images, again.images)
+
+
 def test_an_unwritable_cache_only_costs_a_reparse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = make_folder(tmp_path / "ro", n_train=20, test=None)
 
@@ -191,3 +215,62 @@ def test_ensure_cached_parses_only_a_stale_cache(tmp_path: Path, monkeypatch: py
     write_digits_csv(path, x[:5], y[:5])
     csv_module.ensure_cached(path, require_label=True)
     assert len(parses) == 1 and len(load_csv(path)) == 5
+
+
+def test_a_value_after_the_last_pixel_on_every_row_is_an_error(tmp_path: Path) -> None:
+    """pandas would take such a file's first column as its index: labels from pixel0, every pixel shifted."""
+    lines = _rows(6)
+    path = _write(tmp_path / "train.csv", [lines[0], *(row + ",0" for row in lines[1:])])
+    with pytest.raises(UserError, match="786 fields, expected 785") as info:
+        load_csv(path, require_label=True)
+    assert info.value.row == 2
+
+
+@given(st.lists(st.sampled_from([-2, -1, 0, 0, 0, 1, 2]), min_size=4, max_size=4), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_any_row_whose_field_count_differs_from_the_header_is_named(deltas: list[int], crlf: bool) -> None:
+    lines = _rows(4)
+    rows = []
+    for row, d in zip(lines[1:], deltas):
+        cells = row.split(",")
+        rows.append(",".join(cells[: len(cells) + d] if d < 0 else cells + ["0"] * d))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.csv"
+        path.write_text(("\r\n" if crlf else "\n").join([lines[0], *rows]) + "\n")
+        if all(d == 0 for d in deltas):
+            assert len(parse_csv(path, require_label=True)) == 4
+            return
+        with pytest.raises(UserError, match="fields, expected 785") as info:
+            parse_csv(path, require_label=True)
+        assert info.value.row == 2 + next(i for i, d in enumerate(deltas) if d != 0)
+
+
+@pytest.mark.parametrize("cell", ["1e2", "9.0", "0x1f", "1_0", "\u00a05", "\u0665"])
+def test_one_grammar_for_a_cell_integers_only(tmp_path: Path, cell: str) -> None:
+    lines = _cell(_rows(30), 4, 12, cell)
+    lines = _cell(lines, 22, 40, "300")  # a later error must not be what is reported
+    with pytest.raises(UserError, match="is not an integer") as info:
+        parse_csv(_write(tmp_path / "train.csv", lines), require_label=True)
+    assert (info.value.row, info.value.column) == (4, "pixel11")
+
+
+def test_quoted_headers_and_cells_as_r_writes_them(tmp_path: Path) -> None:
+    lines = _rows(5)
+    quoted = [",".join(f'"{c}"' for c in line.split(",")) for line in lines]
+    assert len(quoted[0]) > 8192  # longer than any fixed-size peek at the header
+    got = parse_csv(_write(tmp_path / "r.csv", quoted), require_label=True)
+    want = parse_csv(_write(tmp_path / "plain.csv", lines), require_label=True)
+    assert np.array_equal(got.images, want.images) and np.array_equal(got.labels, want.labels)
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n"])
+def test_errors_keep_their_line_and_column_with_any_line_ending(tmp_path: Path, ending: str) -> None:
+    lines = _cell(_rows(6), 5, 3, "abc")
+    path = tmp_path / "train.csv"
+    path.write_text(ending.join(lines) + ending, newline="")
+    with pytest.raises(UserError, match="'abc' is not an integer") as info:
+        parse_csv(path, require_label=True)
+    assert (info.value.row, info.value.column) == (5, "pixel2")
+    ok = tmp_path / "ok.csv"
+    ok.write_text(ending.join(_rows(6)) + ending, newline="")
+    assert len(parse_csv(ok, require_label=True)) == 6

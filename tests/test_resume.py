@@ -141,6 +141,7 @@ def test_a_broken_checkpoint_is_one_clear_line(reference: tuple[Path, Path], dam
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and str(ckpt) in lines[0], proc.stderr
     assert "checkpoint" in lines[0] and "Traceback" not in proc.stderr
+    assert "weights_only" not in proc.stderr and "\x1b" not in proc.stderr  # never advise loading it unsafely
 
 
 def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir: Path) -> None:

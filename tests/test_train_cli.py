@@ -144,8 +144,9 @@ def test_the_command_writes_where_the_composed_config_says(tmp_path: Path) -> No
     from digits.cli_args import prepare
 
     _, run = prepare(["experiment=best", f"hydra.run.dir={tmp_path / 'run'}"])  # a single run
-    assert run is not None and run.path == tmp_path / "run" and run.owned()
-    run.release()
+    assert run is not None and run.dir.path == tmp_path / "run" and run.dir.owned() and not run.sweep
+    run.done()
+    assert not (tmp_path / "run").exists()  # made by this process, given up without results: gone
     _, sweep = prepare(["experiment=optim_grid", f"hydra.sweep.dir={tmp_path / 'grid'}"])  # a multirun by its file
-    assert sweep is not None and sweep.path == tmp_path / "grid"
-    sweep.release()
+    assert sweep is not None and sweep.dir.path == tmp_path / "grid" and sweep.sweep
+    sweep.done()

@@ -12,9 +12,11 @@ from __future__ import annotations
 import csv as _csv
 import gzip
 import hashlib
+import io
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,8 @@ def find_csv(directory: Path, stem: str) -> Path | None:
 def data_files(directory: str | Path) -> tuple[Path, Path | None]:
     """The folder's train.csv (required) and test.csv (optional), each possibly gzipped."""
     directory = Path(directory)
+    if directory.is_file():
+        raise UserError("is a file; data.dir takes the folder that holds train.csv (and test.csv)", directory)
     if not directory.is_dir():
         raise UserError("data folder does not exist (expected a folder holding train.csv)", directory)
     train = find_csv(directory, "train")
@@ -73,7 +77,10 @@ def check_folder(directory: str | Path) -> None:
         ensure_cached(test)
 
 
-def _head_bytes(path: Path, n: int = 8192) -> bytes:
+MAX_HEADER_BYTES = 1 << 20  # a 785-column header is ~7-10 kB, quoted or not; a first line past 1 MiB is not one
+
+
+def _head_bytes(path: Path, n: int = MAX_HEADER_BYTES) -> bytes:
     try:
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as f:
@@ -85,20 +92,18 @@ def _head_bytes(path: Path, n: int = 8192) -> bytes:
 
 
 def _check_text(path: Path) -> str:
-    """Reject binary files and empty files up front; return the header line."""
+    """Reject binary files and empty files up front; return the header line (however long: R quotes every name)."""
     head = _head_bytes(path)
     if not head.strip():
         raise UserError("file is empty (expected a CSV with header " + EXPECTED_HEADER + ")", path)
-    if b"\x00" in head:
+    end = min((i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0), default=len(head))
+    first = head[:end]
+    if b"\x00" in head[: max(end, 8192)]:
         raise UserError("is a binary file, not a CSV text file", path)
     try:
-        text = head.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        # A multi-byte character cut at the end of the chunk is fine; anything earlier is not text.
-        if e.start < len(head) - 4:
-            raise UserError("is not UTF-8 text (a binary file?), expected a CSV", path) from None
-        text = head[: e.start].decode("utf-8-sig")
-    return text.splitlines()[0] if text.splitlines() else ""
+        return first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError("is not UTF-8 text (a binary file?), expected a CSV", path, 1) from None
 
 
 def _parse_header(path: Path, header_line: str, require_label: bool) -> tuple[list[str], int | None]:
@@ -123,9 +128,12 @@ def _parse_header(path: Path, header_line: str, require_label: bool) -> tuple[li
     return columns, label_at
 
 
-# What a cell may hold: ASCII digits with an optional sign, or an integer-valued decimal such as 9.0 (pandas reads
-# those exactly). Python's int() is laxer ('1_0', non-ASCII digits), so it is not the judge here.
-_INT = re.compile(r"\s*[+-]?[0-9]+(\.0*)?\s*", re.ASCII)
+# What a cell may hold: an integer, ASCII digits with an optional sign, optionally quoted and padded with spaces.
+# Python's int() and pandas' parser are both laxer ('1_0', non-ASCII digits, '1e2', '9.0'); neither is the judge.
+_INT = re.compile(r"[ \t]*[+-]?[0-9]+[ \t]*", re.ASCII)
+# Every byte a valid data region can hold; anything else (a letter, a '.', a non-breaking space) sends the file to
+# the line-by-line diagnosis, so the fast path and the diagnosis accept exactly the same files.
+_DATA_BYTES = b'0123456789,+-" \t\r\n'
 
 
 def _is_int(text: str) -> bool:
@@ -142,40 +150,68 @@ def _raw_bytes(path: Path) -> bytes:
 def _diagnose(path: Path, columns: list[str], label_at: int | None) -> UserError | None:
     """Walk the file line by line and return an error for the first bad line or cell (None if all are fine).
 
-    Works on raw bytes so that an encoding error or a NUL byte far into the file still gets its line number.
+    Works on raw bytes so that an encoding error or a NUL byte far into the file still gets its line number. Lines
+    end at LF, CRLF or a lone CR, as they do for pandas.
     """
     n = len(columns)
-    for line, raw in enumerate(_raw_bytes(path).split(b"\n"), start=1):
+    for line, raw in enumerate(_raw_bytes(path).splitlines(), start=1):
         if line == 1:
             continue  # the header was checked already
         if b"\x00" in raw:
             return UserError("NUL byte in line (binary data in a CSV)", path, line)
         try:
-            text = raw.decode("utf-8").rstrip("\r")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return UserError("line is not UTF-8 text", path, line)
-        if not text.strip():
+        if not text.strip(" \t"):
             continue  # blank lines are skipped, as pandas does
         try:
-            row = next(_csv.reader([text]), [])
-        except _csv.Error as e:  # e.g. a stray carriage return inside the line
+            row = next(_csv.reader([text], strict=True), [])
+        except _csv.Error as e:
             return UserError(f"malformed CSV line ({e})", path, line)
         if len(row) != n:
-            return UserError(f"row has {len(row)} fields, expected {n}", path, line)
+            return UserError(f"row has {len(row)} fields, expected {n} (one per header column)", path, line)
         for i, (name, cell) in enumerate(zip(columns, row)):
-            text = cell.strip()
-            if not text:
-                return UserError("empty cell, expected an integer", path, line, name)
-            if not _is_int(text):
-                return UserError(f"'{text[:20]}' is not an integer", path, line, name)
-            v = int(text.split(".")[0])  # the grammar allows only a sign, digits and a zero fraction
-            shown = str(v) if len(str(v)) <= 20 else str(v)[:20] + "..."
-            if i == label_at:
-                if not 0 <= v <= 9:
-                    return UserError(f"label {shown} is outside 0-9", path, line, name)
-            elif not 0 <= v <= 255:
-                return UserError(f"pixel value {shown} is outside 0-255", path, line, name)
+            bad = _bad_cell(cell, i == label_at)
+            if bad:
+                return UserError(bad, path, line, name)
     return None
+
+
+def _bad_cell(cell: str, is_label: bool) -> str | None:
+    text = cell.strip(" \t")
+    if not text:
+        return "empty cell, expected an integer"
+    if not _is_int(text):
+        shown = text[:20].encode("unicode_escape").decode("ascii")
+        return f"'{shown}' is not an integer"
+    v = int(text)
+    shown = str(v) if len(str(v)) <= 20 else str(v)[:20] + "..."
+    if is_label:
+        return None if 0 <= v <= 9 else f"label {shown} is outside 0-9"
+    return None if 0 <= v <= 255 else f"pixel value {shown} is outside 0-255"
+
+
+def _fast_table(path: Path) -> np.ndarray:
+    """One pandas call. A row with an extra field would make pandas take the first column as the index (and shift
+    every value), so that is turned off and its warning made an error; bytes no integer cell can hold send the
+    file to the diagnosis before pandas can read them its own way ('1e2' as 100)."""
+    raw = _raw_bytes(path)
+    ends = [i for i in (raw.find(b"\n"), raw.find(b"\r")) if i >= 0]
+    body = raw[min(ends) + 1 :] if ends else b""
+    if body.translate(None, _DATA_BYTES):
+        raise ValueError("bytes outside the integer-CSV alphabet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        frame = pd.read_csv(
+            io.BytesIO(raw),
+            dtype=np.int32,
+            engine="c",
+            encoding="utf-8-sig",
+            skip_blank_lines=True,
+            index_col=False,
+        )
+    return frame.to_numpy(dtype=np.int32, copy=False)
 
 
 def parse_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
@@ -185,15 +221,9 @@ def parse_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
         raise UserError("no such file", path)
     columns, label_at = _parse_header(path, _check_text(path), require_label)
     try:
-        frame = pd.read_csv(
-            path,
-            dtype=np.int32,
-            engine="c",
-            encoding="utf-8-sig",
-            compression="infer",
-            skip_blank_lines=True,
-        )
-        table = frame.to_numpy(dtype=np.int32, copy=False)
+        table = _fast_table(path)
+    except UserError:
+        raise
     except Exception as e:  # any failure of the fast path: find the exact line, or say what pandas said
         first = " ".join(str(e).split())[:200]
         raise _diagnose(path, columns, label_at) or UserError(f"cannot be parsed as CSV: {first}", path) from None
@@ -224,43 +254,56 @@ def _cache_key(path: Path) -> str:
 
 
 def cache_path(path: Path) -> Path:
+    """The parse cache beside the CSV, where a second run looks first."""
     return path.with_name(f".{path.name}.cache.npz")
 
 
+def user_cache_path(path: Path) -> Path:
+    """Where the cache goes when the CSV's folder is read-only (Kaggle mounts its inputs so): one file per CSV path
+    under $XDG_CACHE_HOME/digits (~/.cache/digits)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "digits"
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    return root / f"{path.name}.{digest}.cache.npz"
+
+
 def _open_fresh_cache(path: Path, key: str, require_label: bool):  # -> NpzFile | None
-    """The cache, opened, if it matches the CSV as it is now. An .npz reads a member only when it is accessed, so
+    """The cache, opened, if one matches the CSV as it is now. An .npz reads a member only when it is accessed, so
     this costs the key, not the arrays."""
-    cached = cache_path(path)
-    if not cached.is_file():
-        return None
-    try:
-        z = np.load(cached, allow_pickle=False)
-    except (OSError, ValueError):
-        return None  # a broken cache is rebuilt by the caller
-    try:
-        if str(z["key"]) == key and (bool(z["has_labels"]) or not require_label):
-            return z
-    except (OSError, ValueError, KeyError):
-        pass
-    z.close()
+    for cached in (cache_path(path), user_cache_path(path)):
+        if not cached.is_file():
+            continue
+        try:
+            z = np.load(cached, allow_pickle=False)
+        except (OSError, ValueError):
+            continue  # a broken cache is rebuilt by the caller
+        try:
+            if str(z["key"]) == key and (bool(z["has_labels"]) or not require_label):
+                return z
+        except (OSError, ValueError, KeyError):
+            pass
+        z.close()
     return None
 
 
 def _write_cache(path: Path, key: str, arrays: DigitArrays) -> None:
-    cached = cache_path(path)
-    tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp.npz")
-    try:
-        np.savez(
-            tmp,
-            key=np.array(key),
-            images=arrays.images,
-            labels=arrays.labels if arrays.labels is not None else np.zeros(0, np.int64),
-            has_labels=np.array(arrays.labels is not None),
-        )
-        os.replace(tmp, cached)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        log.warning("could not write parse cache %s (%s); the CSV will be parsed again next run", cached, e)
+    """Beside the CSV if its folder is writable, else in the user's cache dir, else nowhere (a reparse next run)."""
+    for cached in (cache_path(path), user_cache_path(path)):
+        tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp.npz")
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                tmp,
+                key=np.array(key),
+                images=arrays.images,
+                labels=arrays.labels if arrays.labels is not None else np.zeros(0, np.int64),
+                has_labels=np.array(arrays.labels is not None),
+            )
+            os.replace(tmp, cached)
+            return
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            log.info("could not write parse cache %s (%s)", cached, e.strerror or e)
+    log.warning("no parse cache could be written for %s; it will be parsed again next run", path)
 
 
 def load_csv(path: str | Path, require_label: bool = False) -> DigitArrays:

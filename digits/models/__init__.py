@@ -6,4 +6,6 @@ from digits.models.init import INIT_SCHEMES, apply_init
 from digits.models.lenet import LeNet5
 from digits.models.original import OriginalCNN
 
-__all__ = ["ANN", "INIT_SCHEMES", "AlexNet", "LeNet5", "OriginalCNN", "apply_init"]
+ARCHITECTURES = (OriginalCNN, LeNet5, AlexNet, ANN)  # what a checkpoint's model config may name
+
+__all__ = ["ANN", "ARCHITECTURES", "INIT_SCHEMES", "AlexNet", "LeNet5", "OriginalCNN", "apply_init"]

@@ -89,3 +89,46 @@ def job_dir(sweep_dir: Path, num: int) -> Path:
     """A sweep's job dir by its number: `<num>_<what it varied>`."""
     (found,) = [d for d in sweep_dir.iterdir() if d.is_dir() and d.name.split("_", 1)[0] == str(num)]
     return found
+
+
+def font_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n MNIST-style rows [n, 784] of typeset digits (Pillow's built-in font, random size, slant and thickness) and
+    their labels: real digit shapes, position-free like MNIST, so a model trained on them reads drawn digits."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    out = np.zeros((n, 28, 28), np.uint8)
+    fonts = {size: ImageFont.load_default(size=size) for size in range(40, 64, 4)}
+    for i, d in enumerate(labels):
+        font = fonts[int(rng.choice(list(fonts)))]
+        canvas = Image.new("L", (96, 96), 0)
+        ImageDraw.Draw(canvas).text(
+            (20, 8), str(d), fill=255, font=font, stroke_width=int(rng.integers(1, 4)), stroke_fill=255
+        )
+        canvas = canvas.rotate(float(rng.uniform(-12, 12)), resample=Image.Resampling.BILINEAR)
+        a = np.asarray(canvas)
+        rows, cols = np.flatnonzero(a.max(1) > 64), np.flatnonzero(a.max(0) > 64)
+        crop = canvas.crop((cols[0], rows[0], cols[-1] + 1, rows[-1] + 1))
+        scale = 20 / max(crop.size)
+        crop = crop.resize(
+            (max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.Resampling.BOX
+        )
+        box = np.asarray(crop, np.float32)
+        ys, xs = np.indices(box.shape)
+        cy, cx = (ys * box).sum() / box.sum(), (xs * box).sum() / box.sum()
+        top = int(np.clip(round(14 - cy), 0, 28 - box.shape[0]))
+        left = int(np.clip(round(14 - cx), 0, 28 - box.shape[1]))
+        out[i, top : top + box.shape[0], left : left + box.shape[1]] = box.astype(np.uint8)
+    return out.reshape(n, 784), labels.astype(np.int64)
+
+
+def font_folder(root: Path, n_train: int = 3000, n_test: int = 400) -> Path:
+    """A labelled data folder of typeset digits (train.csv and test.csv)."""
+    root.mkdir(parents=True, exist_ok=True)
+    x, y = font_digits(n_train, seed=1)
+    write_digits_csv(root / "train.csv", x, y)
+    xt, yt = font_digits(n_test, seed=2)
+    write_digits_csv(root / "test.csv", xt, yt)
+    return root

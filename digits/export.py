@@ -1,0 +1,137 @@
+"""Export a trained run for use outside Python: `python -m digits.export RUN_DIR [--format onnx] [--out FILE]`.
+
+The ONNX model takes `image`, float32 [N, 1, 28, 28] grey levels 0-255 (MNIST-style: bright ink on black; see
+digits/images.py to prepare a photo), with any N, and returns `probabilities` [N, 10]: the normalization and the
+softmax are inside the graph. Before the file is written under its name, onnxruntime runs it on every image of the
+run's validation split and its argmax must equal PyTorch's on all of them; the largest probability difference is
+printed. Needs the `export` extra: pip install -e ".[export]" (onnx, onnxscript, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from digits.data.batches import MEAN, STD
+from digits.errors import ArgumentParser, UserError, cli
+
+NEEDS = ("onnx", "onnxscript", "onnxruntime")
+TOLERANCE = 1e-4  # largest |p_onnx - p_torch| allowed in fp32
+
+
+class Deployable(nn.Module):
+    """The trained net with its input convention inside: grey levels 0-255 in, probabilities out."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.eval()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = (image / 255.0 - MEAN) / STD
+        return torch.softmax(self.net(x), dim=1)
+
+
+def _check_extra() -> None:
+    missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(
+            f'ONNX export needs {", ".join(missing)}: pip install -e ".[export]" (or pip install {" ".join(missing)})'
+        )
+
+
+def validation_images(cfg: dict) -> torch.Tensor:
+    """The run's own validation split (same folder, fraction and seed), uint8 [N, 1, 28, 28]."""
+    from digits.data.datamodule import DigitsDataModule
+
+    params = {k: v for k, v in (cfg.get("data") or {}).items() if not k.startswith("_")}
+    params["on_device"] = False
+    dm = DigitsDataModule(**params)
+    dm.prepare_data()
+    dm.setup()
+    assert dm.val is not None
+    if len(dm.val) == 0:  # trained with data.val_fraction=0: check on the test split instead
+        assert dm.test is not None, "a run without validation and without test.csv"
+        return dm.test.images
+    return dm.val.images
+
+
+def export_onnx(model: Deployable, out: Path, images: torch.Tensor) -> float:
+    """Write the ONNX file (via a temporary name) after checking it against PyTorch; return the largest
+    probability difference."""
+    import logging
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # notes on torchvision ops this model does not use
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    example = images[:2].float()
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["probabilities"],
+            dynamic_shapes={"image": {0: batch}},
+            verbose=False,
+        )
+        program.save(str(tmp))
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        worst, disagree = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(images), 1000):
+                x = images[start : start + 1000].float()
+                want = model(x).numpy()
+                got = session.run(["probabilities"], {"image": x.numpy()})[0]
+                worst = max(worst, float(np.abs(got - want).max()))
+                disagree += int((got.argmax(1) != want.argmax(1)).sum())
+        if disagree or worst >= TOLERANCE:
+            raise UserError(
+                f"the exported model disagrees with PyTorch ({disagree} labels differ, largest "
+                f"probability difference {worst:.2e}); nothing written",
+                out,
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.data").unlink(missing_ok=True)
+    return worst
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(prog="python -m digits.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a finished training run")
+    parser.add_argument("--format", choices=["onnx"], default="onnx")
+    parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/model.onnx")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    _check_extra()
+    from digits.evaluate import net_from_checkpoint, tested_checkpoint
+
+    ckpt = tested_checkpoint(args.run_dir)
+    out = args.out or args.run_dir / "model.onnx"
+    if out.exists():
+        raise UserError("already exists; choose another --out", out)
+    if not out.parent.is_dir():
+        raise UserError("no such folder for --out", out.parent)
+    net, cfg = net_from_checkpoint(ckpt)
+    images = validation_images(cfg)
+    worst = export_onnx(Deployable(net), out, images)
+    print(
+        f"{out}: ONNX from {ckpt}; onnxruntime agrees with PyTorch on all {len(images)} validation images "
+        f"(largest probability difference {worst:.1e})"
+    )
+
+
+if __name__ == "__main__":
+    main()

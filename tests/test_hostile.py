@@ -1,0 +1,224 @@
+"""What a hostile user tries: each case ends in one line (exit 2, nothing left behind) or in a correct success."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import FAST, ROOT, make_folder, metrics_of, run_cli
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, expect: str) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("digits: error: ") and expect in lines[0], proc.stderr[-2000:]
+
+
+def _nothing_under(path: Path) -> bool:
+    return not path.exists() or not any(p.is_file() for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "override, expect",
+    [
+        ("lr=-1", "lr=-1.0: must be > 0"),
+        ("lr=nan", "lr=nan: must be a finite number"),
+        ("optim.momentum=-1", "optim.momentum=-1.0: must be >= 0"),
+        ("seed=-1", "seed=-1: must be >= 0"),
+        ("seed=4294967296", "seed=4294967296: must be >= 0 and <= 4294967295"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs must be an integer, got 'abc'"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: must be >= 1"),
+        ("data.batch_size=abc", "data.batch_size must be an integer, got 'abc'"),
+        ("model.dropout=1.5", "model.dropout=1.5: must be >= 0 and < 1"),
+        ("trainer.max_epoch=1", "unknown key trainer.max_epoch (did you mean trainer.max_epochs?); valid keys of"),
+        ("init=orthogonal", "unknown init 'orthogonal'; valid: default, normal, xavier, kaiming, zeros"),
+    ],
+)
+def test_a_bad_value_is_one_line_before_anything_exists(tmp_path: Path, override: str, expect: str) -> None:
+    _one_line_error(run_cli([override], cwd=tmp_path, check=False), expect)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_bad_value_in_any_job_of_a_sweep_stops_the_sweep_before_it_starts(tmp_path: Path) -> None:
+    _one_line_error(run_cli(["-m", "lr=0.1,-1"], cwd=tmp_path, check=False), "lr=-1.0: must be > 0")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("label\n")
+    proc = run_cli([f"data.dir={tmp_path / 'train.csv'}", *FAST], cwd=tmp_path, check=False)
+    _one_line_error(proc, "is a file; data.dir takes the folder")
+    assert not (tmp_path / "outputs").exists()
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
+    cmd = [sys.executable, "-m", "digits.train", *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_runs_started_together_never_share_a_run_dir(tmp_path: Path, grid_dir: Path) -> None:
+    target = tmp_path / "outputs" / "same"
+    args = [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=1"]
+    procs = [_start([*args, f"hydra.run.dir={target}"], tmp_path) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    (err,) = [e for code, e in results if code == 2]
+    assert "in use by another run" in err or "already holds a run" in err
+    assert metrics_of(target)["status"] == "completed"
+
+    # The default dir (outputs/<date>/<time>) is unique per process, even when both start in the same second.
+    procs = [_start(args, tmp_path) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    dirs = {p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")}
+    assert len(dirs) == 2
+
+
+def test_a_failed_run_removes_only_what_it_made(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own notes\n")
+    proc = run_cli([f"hydra.run.dir={mine}", f"data.dir={tmp_path / 'nope'}", *FAST], cwd=tmp_path, check=False)
+    _one_line_error(proc, "data folder does not exist")
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yaml"]
+    assert (mine / "config.yaml").read_text() == "my own notes\n"
+
+    fresh = tmp_path / "deep" / "new" / "run"
+    proc = run_cli([f"hydra.run.dir={fresh}", f"data.dir={tmp_path / 'nope'}", *FAST], cwd=tmp_path, check=False)
+    _one_line_error(proc, "data folder does not exist")
+    assert not (tmp_path / "deep").exists()  # every level it made is gone, and nothing else
+
+
+def test_a_different_sweep_is_refused_in_an_existing_sweep_dir(tmp_path: Path, grid_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    base = ["-m", f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
+    run_cli([*base, "lr=0.05,0.1"], cwd=tmp_path)
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.suffix in (".yaml", ".json")}
+    _one_line_error(run_cli([*base, "lr=0.5,1.0"], cwd=tmp_path, check=False), "holds a different sweep")
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0_lr=0.05", "1_lr=0.1"]
+
+
+def test_last_ckpt_is_the_last_epoch_even_after_a_plateau(tmp_path: Path, grid_dir: Path) -> None:
+    """A tiny learning rate leaves validation accuracy flat: the best checkpoint stays at epoch 1, last moves on."""
+    run = tmp_path / "run"
+    args = [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=3", "lr=1e-12", f"hydra.run.dir={run}"]
+    run_cli(args, cwd=tmp_path)
+    m = metrics_of(run)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert m["epochs"] == 3 and m["best_epoch"] == 1
+    assert last["epoch"] == 2 and best["epoch"] == 0  # 0-based in Lightning's checkpoints
+
+
+def test_resume_refuses_a_new_model_and_takes_a_path_with_a_space(tmp_path: Path, grid_dir: Path) -> None:
+    run = tmp_path / "my runs" / "a, b=c"
+    kill = "+callbacks.killer={_target_: killer.SignalAtStep, step: 10, sig: SIGTERM}"
+    args = [f"data.dir={grid_dir}", "model=ann", *FAST, "trainer.max_epochs=3", "data.batch_size=32"]
+    proc = run_cli([*args, kill, f"hydra.run.dir='{run}'"], cwd=tmp_path, check=False)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    saved = (run / ".hydra" / "overrides.yaml").read_bytes()
+    _one_line_error(run_cli([f"resume={run}", "model=lenet"], cwd=tmp_path, check=False), "cannot take model=lenet")
+    assert (run / ".hydra" / "overrides.yaml").read_bytes() == saved
+    run_cli([f"resume={run}", "callbacks.killer=null"], cwd=tmp_path)
+    m = metrics_of(run)
+    assert m["status"] == "completed" and m["epochs"] == 3 and m["model"] == "ann"
+
+
+def test_an_epoch_without_validation_records_none(tmp_path: Path, grid_dir: Path) -> None:
+    run = tmp_path / "run"
+    args = [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2"]
+    run_cli([*args, f"hydra.run.dir={run}", "callbacks.early_stopping=null"], cwd=tmp_path)
+    accs = metrics_of(run)["val_acc"]
+    assert [a is None for a in accs] == [True, False, True, False]
+
+
+@pytest.mark.parametrize("cycle", [False, True])
+def test_one_cycle_runs_the_momentum_the_config_says(tmp_path: Path, grid_dir: Path, cycle: bool) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    args = [f"data.dir={grid_dir}", *FAST, "scheduler=onecycle", "optim.momentum=0.5", f"hydra.run.dir={run}"]
+    run_cli([*args, f"scheduler.cycle_momentum={str(cycle).lower()}"], cwd=tmp_path)
+    group = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]["param_groups"][0]
+    assert group["lr"] >= 0  # the schedule ends where training does, not one step past it
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    start = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"].decode("latin1")
+    if cycle:
+        assert group["momentum"] != 0.5 and "cycled 0.85-0.95" in start
+    else:
+        assert group["momentum"] == 0.5
+
+
+def _predictions_run(tmp_path: Path, content: bytes) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"status": "completed", "val_acc_best": 0.9}))
+    (run / "predictions.npz").write_bytes(content)
+    return run
+
+
+def _foreign_npz() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, weights=np.zeros(3))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a zip", _foreign_npz()], ids=["corrupt", "foreign"])
+@pytest.mark.parametrize("module", ["digits.ensemble", "digits.report"])
+def test_a_damaged_or_foreign_predictions_file_is_one_line(tmp_path: Path, content: bytes, module: str) -> None:
+    run = _predictions_run(tmp_path, content)
+    extra = ["--out", str(tmp_path / "ens")] if module == "digits.ensemble" else []
+    proc = run_cli([str(run), *extra], cwd=tmp_path, module=module, check=False)
+    _one_line_error(proc, str(run))
+
+
+def test_ensemble_out_must_be_a_new_writable_dir(tmp_path: Path) -> None:
+    run = _predictions_run(tmp_path, _foreign_npz())
+    (tmp_path / "taken").write_text("a file of mine\n")
+    proc = run_cli([str(run), "--out", str(tmp_path / "taken")], cwd=tmp_path, module="digits.ensemble", check=False)
+    _one_line_error(proc, "is a file; --out takes a directory")
+    proc = run_cli([str(run), "--out", "/proc/digits-ens"], cwd=tmp_path, module="digits.ensemble", check=False)
+    _one_line_error(proc, "not writable")
+    for bad in ("0", "-2"):
+        proc = run_cli([str(run), "--top", bad], cwd=tmp_path, module="digits.ensemble", check=False)
+        _one_line_error(proc, "must be at least 1")
+
+
+def test_report_says_when_it_cannot_write_its_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from matplotlib.figure import Figure
+
+    from digits import report
+
+    folder = make_folder(tmp_path / "grid", n_train=100, header="grid", test="labelled")
+    run = tmp_path / "run"
+    run_cli([f"data.dir={folder}", *FAST, "trainer.max_epochs=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+
+    def refuse(self: Figure, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Figure, "savefig", refuse)
+    with pytest.raises(SystemExit) as info:
+        report.main([str(run)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the figure (Permission denied)" in err[0]
+    assert not list(run.glob(".*.tmp.png"))
+
+
+@pytest.mark.parametrize("module", ["digits.train", "digits.summary", "digits.report", "digits.ensemble"])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_entry_point_answers_help(tmp_path: Path, module: str, flag: str) -> None:
+    proc = run_cli([flag], cwd=tmp_path, module=module)
+    assert "usage" in proc.stdout.lower() and "Traceback" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()
