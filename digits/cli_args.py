@@ -332,10 +332,10 @@ class Target:
 
     def done(self) -> None:
         """Give the dir up; a run's dir that got no results is removed (only what this process made)."""
-        if self.sweep:
+        if self.sweep and any(RunDir(d).holds_results() for d in self.dir.path.iterdir() if d.is_dir()):
             self.dir.release()
         else:
-            self.dir.discard()
+            self.dir.discard()  # a sweep that launched nothing (a refused submission) leaves nothing behind
 
 
 def prepare(args: list[str]) -> tuple[list[str], Target | None]:

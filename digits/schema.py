@@ -171,9 +171,22 @@ def job_dir_name(num: Any, varied: str) -> str:
     return f"{num}_{varied.replace('/', '%')}" if varied else str(num)
 
 
+def slurm_gpus(accelerator: Any, devices: Any) -> int | None:
+    """GPUs per SLURM job: the trainer's devices when it trains on GPUs, else none (a CPU partition refuses a GPU
+    request outright)."""
+    if str(accelerator) not in ("gpu", "cuda"):
+        return None
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices) or 1
+    return 1
+
+
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore and the job-dir resolver in OmegaConf (idempotent; done on import)."""
+    """Put the schemas in Hydra's ConfigStore and our resolvers in OmegaConf (idempotent; done on import)."""
     OmegaConf.register_new_resolver("digits_job_dir", job_dir_name, replace=True)
+    OmegaConf.register_new_resolver("digits_slurm_gpus", slurm_gpus, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=TrainConf)
     cs.store(group="schema/data", name="default", node=DataConf)

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import warnings
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -135,6 +136,49 @@ def _sweep_job(cfg: DictConfig, run: runs.RunDir) -> float:
     return float(record.val_acc_best or 0.0) if record else 0.0
 
 
+class _without_sbatch_echo:
+    """submitit prints sbatch's complaint to stderr before raising it; we say it once, in our own line."""
+
+    class _Filter:
+        def __init__(self, stream: Any):
+            self.stream, self.dropped = stream, False
+
+        def write(self, text: str) -> int:
+            if text == "\n" and self.dropped:  # print() sends the line's end on its own
+                self.dropped = False
+                return 1
+            kept = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("sbatch: error"))
+            self.dropped = kept != text
+            return self.stream.write(kept) if kept else len(text)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.stream, name)
+
+    def __enter__(self) -> None:
+        self.saved, sys.stderr = sys.stderr, self._Filter(sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stderr = self.saved
+
+
+def _is_user_facing(e: BaseException) -> bool:
+    """Errors of the user's setup, not of our code: a launcher (SLURM, joblib) refusing, a Hydra config error."""
+    from hydra.errors import HydraException
+
+    module = type(e).__module__ or ""
+    return isinstance(e, HydraException) or module.startswith(("submitit", "subprocess")) or "sbatch" in str(e)
+
+
+def _launcher_error(e: BaseException) -> str:
+    """sbatch's own reason, when there is one ('Requested node configuration is not available')."""
+    text = str(getattr(e, "stderr", "") or "") + "\n" + str(e)
+    reasons = [line.strip() for line in text.splitlines() if "error:" in line.lower()]
+    if reasons:
+        return f"the cluster refused the jobs: {reasons[-1]}"
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return f"the sweep could not be launched: {first[:300]}"
+
+
 _hydra_main = hydra.main(version_base="1.3", config_path=str(cli_args.CONF_DIR), config_name="train")(_task)
 
 
@@ -152,10 +196,17 @@ def main(argv: list[str] | None = None) -> None:
     from digits import sweep
 
     sweep.LAST = None
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to be told in one line below
     try:
-        _hydra_main()
+        with _without_sbatch_echo():
+            _hydra_main()
     except KeyboardInterrupt:  # Ctrl-C while Hydra was still setting up: nothing to record
         sys.exit(128 + signal.SIGINT)
+    except Exception as e:
+        if not _is_user_facing(e):
+            raise
+        report(UserError(_launcher_error(e)))
+        sys.exit(EXIT_USER_ERROR)
     finally:
         if claimed is not None:
             claimed.done()

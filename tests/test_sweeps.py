@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,23 +94,28 @@ def test_tensorboard_holds_scalars_hparams_and_images(sweep: tuple[Path, str]) -
     assert "hparams/val_acc_best" in hparams["_hparams_/experiment"].decode("latin1")
 
 
-def test_notebook_runs_on_a_sweep_and_is_stored_without_outputs(sweep: tuple[Path, str]) -> None:
-    from nbclient import NotebookClient
-
+def test_notebook_runs_by_the_readme_command_and_is_stored_without_outputs(sweep: tuple[Path, str]) -> None:
     stored = nbformat.read(NOTEBOOK, as_version=4)
     for cell in stored.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
     sweep_dir, _ = sweep
-    os.environ["DIGITS_SWEEP_DIR"] = str(sweep_dir)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    try:
-        nb = nbformat.read(NOTEBOOK, as_version=4)
-        NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        del os.environ["DIGITS_SWEEP_DIR"]
-    text = json.dumps([c.get("outputs", []) for c in nb.cells])
-    assert ",lr=0.05" in text and "image/png" in text
+    cwd = sweep_dir.parents[3]  # where the sweep was run: outputs/multirun/<date>/<time> lies below
+    jupyter = Path(sys.executable).parent / "jupyter"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PWD": str(cwd)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # A newer sweep dir with no finished job in it must not be taken for "the newest sweep".
+    (cwd / "outputs" / "multirun" / "9999-12-31" / "23-59-59" / "0_lr=1").mkdir(parents=True)
+    (cwd / "outputs" / "multirun" / "9999-12-31" / "23-59-59" / "0_lr=1" / ".hydra").mkdir()
+    for given in (str(sweep_dir.relative_to(cwd)), None):  # a relative DIGITS_SWEEP_DIR, then the default
+        run_env = (
+            {**env, "DIGITS_SWEEP_DIR": given} if given else {k: v for k, v in env.items() if k != "DIGITS_SWEEP_DIR"}
+        )
+        out = cwd / f"nb-{bool(given)}"
+        cmd = [str(jupyter), "nbconvert", "--to", "html", "--execute", str(NOTEBOOK), "--output-dir", str(out)]
+        subprocess.run(cmd, cwd=cwd, env=run_env, check=True, capture_output=True, timeout=300)
+        html = (out / "compare_runs.html").read_text()
+        assert str(sweep_dir) in html and ",lr=0.05" in html and "image/png" in html
 
 
 @pytest.mark.parametrize(
@@ -159,3 +164,35 @@ def test_ddp_on_two_cpu_processes_leaves_one_run(tmp_path: Path, grid_dir: Path)
     m = metrics_of(run)
     assert m["status"] == "completed" and m["test_acc"] is not None and m["epochs"] == 2
     assert (run / "train_ddp_process_1.log").exists()  # a second process really ran
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory):
+    """A one-node, CPU-only SLURM cluster on this machine (Debian's slurmctld, slurmd and munge; root)."""
+    import shutil
+
+    if not (shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("sbatch")):
+        pytest.skip("needs SLURM: apt-get install slurmctld slurmd munge")
+    if os.geteuid() != 0:
+        pytest.skip("starting slurmctld and slurmd needs root")
+    state = tmp_path_factory.mktemp("slurm")
+    script = ROOT / "tests" / "slurm" / "one_node.sh"
+    subprocess.run([str(script), str(state), "start"], check=True, timeout=120)
+    yield state
+    subprocess.run([str(script), str(state), "stop"], check=False, timeout=60)
+
+
+@pytest.mark.slow
+def test_slurm_sweep_on_a_cpu_partition_and_a_refused_gpu_request(slurm: Path, tmp_path: Path, grid_dir: Path) -> None:
+    args = ["-m", "hydra/launcher=slurm", f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=1", "seed=0,1"]
+    proc = run_cli([*args, f"hydra.sweep.dir={tmp_path / 'cpu'}"], cwd=tmp_path, timeout=600)
+    assert "Sweep summary (2/2 jobs with a result)" in proc.stdout, proc.stdout + proc.stderr
+    assert "srun" not in proc.stderr  # Lightning's SLURM hint is noise outside a SLURM job
+    script = next((tmp_path / "cpu" / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "--gpus-per-node" not in script and "--gres" not in script  # a CPU trainer asks for no GPU
+
+    proc = run_cli([*args, "trainer=gpu", f"hydra.sweep.dir={tmp_path / 'gpu'}"], cwd=tmp_path, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("digits: error: the cluster refused the jobs: sbatch: error:")
+    assert not (tmp_path / "gpu").exists()  # no empty sweep dir left behind
