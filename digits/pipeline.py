@@ -81,6 +81,8 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
     if cfg.trainer.get("sync_batchnorm") and not _on_gpu(cfg.trainer):
         extra["sync_batchnorm"] = False  # SyncBatchNorm needs CUDA; on CPU (gloo) each rank keeps its own statistics
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if logger:
+        logger.log_hyperparams(hparams(cfg))  # hparams.yaml holds them from the start; final metrics come at the end
     trainer = instantiate(cfg.trainer, callbacks=cbs, logger=logger, precision=precision, **extra)
     return dm, module, trainer
 

