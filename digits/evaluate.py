@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from digits import plots
 from digits.data.batches import TensorBatches
 from digits.errors import UserError
+
+if TYPE_CHECKING:
+    from digits.data.datamodule import DigitsDataModule
 
 
 @torch.no_grad()
@@ -98,3 +104,34 @@ def tested_checkpoint(run_dir: str | Path) -> Path:
         if ckpt.is_file():
             return ckpt
     raise UserError("has no checkpoint (checkpoints/best.ckpt or last.ckpt); is it a finished training run?", run.path)
+
+
+def predict_splits(dm: DigitsDataModule, net: nn.Module) -> dict[str, np.ndarray]:
+    """Softmax on the test split (and on validation when the test split is unlabelled, for the figures), with the
+    images of the worst mistakes, so the report can draw them without the data."""
+    assert dm.train is not None and dm.val is not None
+    net.to(dm.train.images.device)
+    out: dict[str, np.ndarray] = {}
+    if not dm.test_labelled and len(dm.val):
+        out["val_probs"] = predict_probs(net, dm.val.images, dm.eval_batch_size).numpy()
+        out["val_labels"] = dm.val.labels.cpu().numpy()  # type: ignore[union-attr]
+    if dm.test is not None:
+        out["test_probs"] = predict_probs(net, dm.test.images, dm.eval_batch_size).numpy()
+        out["test_fingerprint"] = np.array(hashlib.sha1(dm.test.images.cpu().numpy().tobytes()).hexdigest())
+        if dm.test.labels is not None:
+            out["test_labels"] = dm.test.labels.cpu().numpy()
+    split, probs, labels = plots.labelled_split(out)
+    if probs is not None and labels is not None:
+        out["mistake_index"] = plots.top_mistakes(probs, labels)
+        images = (dm.test if split == "test" else dm.val).images  # type: ignore[union-attr]
+        out["mistake_images"] = images[torch.from_numpy(out["mistake_index"]).to(images.device)].cpu().numpy()
+    return out
+
+
+def test_scores(preds: dict[str, np.ndarray]) -> tuple[float | None, float | None]:
+    if "test_labels" not in preds:
+        return None, None
+    probs, labels = torch.from_numpy(preds["test_probs"]), torch.from_numpy(preds["test_labels"])
+    acc = float((probs.argmax(1) == labels).float().mean())
+    loss = float(torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), labels))
+    return acc, loss

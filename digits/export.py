@@ -67,34 +67,21 @@ def export_onnx(model: Deployable, out: Path, images: torch.Tensor) -> float:
     import logging
     import warnings
 
-    import numpy as np
-    import onnxruntime as ort
-
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # notes on torchvision ops this model does not use
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-    example = images[:2].float()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    batch = torch.export.Dim("batch", min=1)
     try:
         program = torch.onnx.export(
             model,
-            (example,),
+            (images[:2].float(),),
             dynamo=True,
             input_names=["image"],
             output_names=["probabilities"],
-            dynamic_shapes={"image": {0: batch}},
+            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
             verbose=False,
         )
         program.save(str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        worst, disagree = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, len(images), 1000):
-                x = images[start : start + 1000].float()
-                want = model(x).numpy()
-                got = session.run(["probabilities"], {"image": x.numpy()})[0]
-                worst = max(worst, float(np.abs(got - want).max()))
-                disagree += int((got.argmax(1) != want.argmax(1)).sum())
+        disagree, worst = compare(model, tmp, images)
         if disagree or worst >= TOLERANCE:
             raise UserError(
                 f"the exported model disagrees with PyTorch ({disagree} labels differ, largest "
@@ -106,6 +93,23 @@ def export_onnx(model: Deployable, out: Path, images: torch.Tensor) -> float:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.data").unlink(missing_ok=True)
     return worst
+
+
+def compare(model: Deployable, onnx_file: Path, images: torch.Tensor) -> tuple[int, float]:
+    """(labels that differ, largest probability difference) between onnxruntime and PyTorch on images."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    worst, disagree = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(images), 1000):
+            x = images[start : start + 1000].float()
+            want = model(x).numpy()
+            got = session.run(["probabilities"], {"image": x.numpy()})[0]
+            worst = max(worst, float(np.abs(got - want).max()))
+            disagree += int((got.argmax(1) != want.argmax(1)).sum())
+    return disagree, worst
 
 
 @cli

@@ -123,6 +123,18 @@ class RunRecord:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def summary_line(self) -> str:
+        """The run's last line: `completed after 40 epochs: val 99.63% (best, epoch 40), test 99.66% ...`."""
+        epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        return (
+            f"{self.status} after {epochs}: val {_percent(self.val_acc_best)} (best, epoch {self.best_epoch}), "
+            f"test {_percent(self.test_acc)} with the {self.tested_weights} weights"
+        )
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
 
 def resume_command(run_dir: Path) -> str:
     import shlex
@@ -195,6 +207,14 @@ class RunDir:
 
     def write_record(self, record: RunRecord) -> None:
         write_json_atomic(self.metrics, record.to_json())
+
+    def write_predictions(self, preds: dict[str, Any]) -> None:
+        """predictions.npz, and submission.csv when the test split is unlabelled (Kaggle's)."""
+        import numpy as np
+
+        np.savez_compressed(self.predictions, **preds)
+        if "test_probs" in preds and "test_labels" not in preds:
+            write_submission(self.submission, preds["test_probs"].argmax(1))
 
     def overrides(self) -> list[str]:
         """The job's own command-line overrides (Hydra's .hydra/overrides.yaml), without hydra.* ones."""

@@ -202,6 +202,39 @@ def register() -> None:
 register()
 
 
+# --- reading a composed config ---------------------------------------------------------------------------------
+def choice(group: str, cfg: DictConfig) -> str:
+    """The choice a group was composed from (`original`, `sgd`), or its class name outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return str(HydraConfig.get().runtime.choices.get(group))
+    except ValueError:
+        return str(cfg[group]["_target_"]).rsplit(".", 1)[-1]
+
+
+def plain_name(value: Any) -> str:
+    """An enum-typed value (init, final_weights) as its plain name."""
+    return str(getattr(value, "value", value))
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain values (enums as their names): what checkpoints and config.yaml hold."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def identity(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """What a run is, for its record: the choices and numbers a summary sorts and filters by."""
+    return {
+        "model": choice("model", cfg),
+        "optim": choice("optim", cfg),
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "init": plain_name(cfg.init),
+        "overrides": overrides,
+    }
+
+
 # --- range checks -------------------------------------------------------------------------------------------------
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,4 +1,4 @@
-"""A test-only callback that sends the training process a signal at a chosen global step (mid-epoch)."""
+"""Test-only callbacks: a signal at a chosen global step (mid-epoch), and a pause after every step."""
 
 from __future__ import annotations
 
@@ -16,3 +16,15 @@ class SignalAtStep(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.sig)
+
+
+class SleepEachStep(Callback):
+    """Makes a tiny run last long enough for a test to signal it mid-training (results are unchanged)."""
+
+    def __init__(self, seconds: float = 0.05):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        time.sleep(self.seconds)

@@ -65,7 +65,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
 
 def test_two_runs_started_together_never_share_a_run_dir(tmp_path: Path, grid_dir: Path) -> None:
     target = tmp_path / "outputs" / "same"
-    args = [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=1"]
+    args = [f"data.dir={grid_dir}", *FAST, "model=lenet", "trainer.max_epochs=1"]
     procs = [_start([*args, f"hydra.run.dir={target}"], tmp_path) for _ in range(2)]
     results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
     codes = sorted(code for code, _ in results)
@@ -98,7 +98,7 @@ def test_a_failed_run_removes_only_what_it_made(tmp_path: Path) -> None:
 
 def test_a_different_sweep_is_refused_in_an_existing_sweep_dir(tmp_path: Path, grid_dir: Path) -> None:
     sweep = tmp_path / "sweep"
-    base = ["-m", f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
+    base = ["-m", f"data.dir={grid_dir}", *FAST, "model=lenet", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
     run_cli([*base, "lr=0.05,0.1"], cwd=tmp_path)
     before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.suffix in (".yaml", ".json")}
     _one_line_error(run_cli([*base, "lr=0.5,1.0"], cwd=tmp_path, check=False), "holds a different sweep")
@@ -109,7 +109,7 @@ def test_a_different_sweep_is_refused_in_an_existing_sweep_dir(tmp_path: Path, g
 def test_last_ckpt_is_the_last_epoch_even_after_a_plateau(tmp_path: Path, grid_dir: Path) -> None:
     """A tiny learning rate leaves validation accuracy flat: the best checkpoint stays at epoch 1, last moves on."""
     run = tmp_path / "run"
-    args = [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=3", "lr=1e-12", f"hydra.run.dir={run}"]
+    args = [f"data.dir={grid_dir}", *FAST, "model=lenet", "trainer.max_epochs=3", "lr=1e-12", f"hydra.run.dir={run}"]
     run_cli(args, cwd=tmp_path)
     m = metrics_of(run)
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -134,7 +134,7 @@ def test_resume_refuses_a_new_model_and_takes_a_path_with_a_space(tmp_path: Path
 
 def test_an_epoch_without_validation_records_none(tmp_path: Path, grid_dir: Path) -> None:
     run = tmp_path / "run"
-    args = [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2"]
+    args = [f"data.dir={grid_dir}", *FAST, "model=lenet", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2"]
     run_cli([*args, f"hydra.run.dir={run}", "callbacks.early_stopping=null"], cwd=tmp_path)
     accs = metrics_of(run)["val_acc"]
     assert [a is None for a in accs] == [True, False, True, False]
@@ -145,7 +145,8 @@ def test_one_cycle_runs_the_momentum_the_config_says(tmp_path: Path, grid_dir: P
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
-    args = [f"data.dir={grid_dir}", *FAST, "scheduler=onecycle", "optim.momentum=0.5", f"hydra.run.dir={run}"]
+    args = [f"data.dir={grid_dir}", *FAST, "model=lenet", "scheduler=onecycle", "optim.momentum=0.5"]
+    args += [f"hydra.run.dir={run}"]
     run_cli([*args, f"scheduler.cycle_momentum={str(cycle).lower()}"], cwd=tmp_path)
     group = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]["param_groups"][0]
     assert group["lr"] >= 0  # the schedule ends where training does, not one step past it

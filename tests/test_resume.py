@@ -19,7 +19,9 @@ from helpers import FAST, ROOT, job_dir, metrics_of, run_cli
 
 SAME = ["status", "epochs", "best_epoch", "val_acc_best", "test_acc", "test_loss", "train_loss_last", "val_loss_last"]
 # 540 training rows at batch 32: 16 steps an epoch, so step 24 is the middle of the second epoch.
-LONG = [*FAST, "trainer.max_epochs=4", "data.batch_size=32", "data.augment=true", "model.dropout=0.3"]
+# Pauses 50 ms after each step so that a signal sent at the end of epoch 1 lands in the middle of the run.
+SLOW = ["+callbacks.slow._target_=killer.SleepEachStep"]
+LONG = [*FAST, "model=lenet", "trainer.max_epochs=4", "data.batch_size=32", "data.augment=true", "model.dropout=0.3"]
 
 
 def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -95,14 +97,14 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_run(reference: tuple[Path,
 def test_sigint_and_sigterm_stop_cleanly_and_resume(reference: tuple[Path, Path], sig: int, code: int) -> None:
     cwd, data = reference
     run = cwd / f"sig{sig}"
-    proc = _popen([f"data.dir={data}", f"hydra.run.dir={run}", *LONG], cwd)
+    proc = _popen([f"data.dir={data}", f"hydra.run.dir={run}", *LONG, *SLOW], cwd)
     _wait_for(run / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
     m = metrics_of(run)
     assert m["status"] == "interrupted" and m["signal"] == signal.Signals(sig).name
-    assert m["epochs"] >= 1 and m["val_acc_best"] is not None and m["model"] == "original"  # progress so far
+    assert m["epochs"] >= 1 and m["val_acc_best"] is not None and m["model"] == "lenet"  # progress so far
     assert f"resume={run}" in err and (run / "checkpoints" / "last.ckpt").is_file()
     if sig == signal.SIGINT:
         return  # resuming after a signal is the same path for both; the SIGTERM case checks it
@@ -145,7 +147,8 @@ def test_a_broken_checkpoint_is_one_clear_line(reference: tuple[Path, Path], dam
 
 
 def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir: Path) -> None:
-    args = ["-m", f"data.dir={grid_dir}", "lr=0.02,0.05,0.1", *FAST, "trainer.max_epochs=4", "data.batch_size=32"]
+    args = ["-m", f"data.dir={grid_dir}", "lr=0.02,0.05,0.1", *FAST, "model=lenet", "trainer.max_epochs=4"]
+    args += ["data.batch_size=32", *SLOW]
     proc = _popen(args, tmp_path)
     end = time.time() + 120
     while not list((tmp_path / "outputs" / "multirun").glob("*/*/1_*/checkpoints/last.ckpt")):

@@ -59,8 +59,8 @@ class DigitsDataModule(L.LightningDataModule):
         on_device: bool = True,
     ):
         super().__init__()
-        if not 0 < val_fraction < 1:
-            raise UserError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        if not 0 <= val_fraction < 1:
+            raise UserError(f"data.val_fraction must be at least 0 and below 1, got {val_fraction}")
         if batch_size < 1 or eval_batch_size < 1:
             raise UserError("data.batch_size and data.eval_batch_size must be positive")
         self.dir = dir
@@ -100,7 +100,7 @@ class DigitsDataModule(L.LightningDataModule):
         train, test, self.train_file, self.test_file = self.load()
         assert train.labels is not None
         tr_idx, va_idx = stratified_split(train.labels, self.val_fraction, self.seed)
-        if len(tr_idx) == 0 or len(va_idx) == 0:
+        if len(tr_idx) == 0 or (len(va_idx) == 0 and self.val_fraction > 0):
             raise UserError(
                 f"too few rows ({len(train)}) to split with val_fraction={self.val_fraction}", self.train_file
             )
@@ -118,6 +118,16 @@ class DigitsDataModule(L.LightningDataModule):
         x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(device)
         y = None if labels is None else torch.from_numpy(np.ascontiguousarray(labels)).to(device)
         return Split(x, y)
+
+    def describe(self) -> dict:
+        """Where the data came from and how it was split, for a run's record."""
+        return {
+            "dir": str(self.data_dir),
+            "n_train": len(self.train) if self.train is not None else 0,
+            "n_val": len(self.val) if self.val is not None else 0,
+            "n_test": len(self.test) if self.test is not None else 0,
+            "test_labelled": self.test_labelled,
+        }
 
     @property
     def test_labelled(self) -> bool:
