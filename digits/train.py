@@ -184,35 +184,56 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(cli_args.CONF_DIR),
 
 def main(argv: list[str] | None = None) -> None:
     """Check and complete the command line (one-line errors, resume=DIR, the run dir), then hand it to Hydra."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    got: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:  # SIGTERM before training behaves as Ctrl-C does
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # before training started: nothing was recorded, and nothing is left behind
+        sys.exit(128 + (got[-1] if got else signal.SIGINT))
+
+
+def _main(args: list[str]) -> None:
+    from digits import sweep
+
     claimed = None
+    # Signals wait while the run dir is claimed and handed over, so a Ctrl-C there cannot strand an empty dir.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     if not _is_ddp_child():
         try:
             args, claimed = cli_args.prepare(args)
         except UserError as e:
             report(e)
             sys.exit(EXIT_USER_ERROR)
-    sys.argv = [sys.argv[0], *args]
-    from digits import sweep
-
-    sweep.LAST = None
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to be told in one line below
     try:
-        with _without_sbatch_echo():
-            _hydra_main()
-    except KeyboardInterrupt:  # Ctrl-C while Hydra was still setting up: nothing to record
-        sys.exit(128 + signal.SIGINT)
-    except Exception as e:
-        if not _is_user_facing(e):
-            raise
-        report(UserError(_launcher_error(e)))
-        sys.exit(EXIT_USER_ERROR)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        _run_hydra(args)
     finally:
         if claimed is not None:
             claimed.done()
     if sweep.LAST is not None and sweep.LAST.ok == 0:
         print(f"digits: error: {sweep.LAST.sweep_dir}: no job of the sweep produced a result", file=sys.stderr)
         sys.exit(1)
+
+
+def _run_hydra(args: list[str]) -> None:
+    from digits import sweep
+
+    sys.argv = [sys.argv[0], *args]
+    sweep.LAST = None
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to be told in one line below
+    try:
+        with _without_sbatch_echo():
+            _hydra_main()
+    except Exception as e:
+        if not _is_user_facing(e):
+            raise
+        report(UserError(_launcher_error(e)))
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

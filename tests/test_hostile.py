@@ -223,3 +223,34 @@ def test_every_entry_point_answers_help(tmp_path: Path, module: str, flag: str) 
     proc = run_cli([flag], cwd=tmp_path, module=module)
     assert "usage" in proc.stdout.lower() and "Traceback" not in proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_ctrl_c_before_training_leaves_nothing(tmp_path: Path, grid_dir: Path) -> None:
+    import signal
+    import time
+
+    proc = _start([f"data.dir={grid_dir}", *FAST], tmp_path)
+    end = time.time() + 60
+    while not list((tmp_path / "outputs").glob("*/*/.digits-claim")):  # the run dir is claimed: Hydra starts
+        assert proc.poll() is None and time.time() < end, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert _nothing_under(tmp_path / "outputs")
+
+
+def test_summary_checks_its_overrides_too(tmp_path: Path) -> None:
+    proc = run_cli(["model=ann", "model.dropout=2"], cwd=tmp_path, module="digits.summary", check=False)
+    _one_line_error(proc, "model.dropout=2.0: must be >= 0 and < 1")
+
+
+def test_val_fraction_zero_trains_on_every_row_with_the_last_weights(tmp_path: Path, kaggle_dir: Path) -> None:
+    run = tmp_path / "all"
+    proc = run_cli([f"data.dir={kaggle_dir}", *FAST, "data.val_fraction=0", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert "data.val_fraction=0: training on every labelled row for 2 epochs" in proc.stderr + proc.stdout
+    m = metrics_of(run)
+    assert m["status"] == "completed" and m["epochs"] == 2 and m["tested_weights"] == "last"
+    assert m["val_acc_best"] is None and m["data"]["n_train"] == 600 and m["data"]["n_val"] == 0
+    assert (run / "submission.csv").is_file() and not (run / "checkpoints" / "best.ckpt").exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -196,3 +197,34 @@ def test_slurm_sweep_on_a_cpu_partition_and_a_refused_gpu_request(slurm: Path, t
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("digits: error: the cluster refused the jobs: sbatch: error:")
     assert not (tmp_path / "gpu").exists()  # no empty sweep dir left behind
+
+
+def test_a_real_tensorboard_server_names_runs_by_what_they_varied(sweep: tuple[Path, str]) -> None:
+    """`tensorboard --logdir SWEEP`: the runs are the job dirs, the x-axis is the epoch, and no epoch-vs-step card."""
+    import socket
+    import time
+    import urllib.request
+
+    sweep_dir, _ = sweep
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(sweep_dir), "--port", str(port)]
+    server = subprocess.Popen([*cmd, "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end, tags = time.time() + 90, {}
+        while not tags:
+            assert server.poll() is None and time.time() < end
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = json.loads(r.read())
+            except OSError:
+                time.sleep(0.5)
+        good = f"data.dir={sweep_dir.parents[3] / 'grid'}".replace("/", "%")
+        assert f"0_{good},lr=0.05" in tags and all("epoch" not in t for t in tags[f"0_{good},lr=0.05"])
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=0_{good},lr=0.05&tag=val/acc"
+        with urllib.request.urlopen(url.replace("%", "%25"), timeout=5) as r:
+            assert [step for _, step, _ in json.loads(r.read())] == [1, 2, 3]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

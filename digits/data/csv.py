@@ -67,14 +67,21 @@ def data_files(directory: str | Path) -> tuple[Path, Path | None]:
     return train, find_csv(directory, "test")
 
 
+_CHECKED: dict[Path, tuple[int, int]] = {}  # CSVs this process has checked, by (size, mtime): checked once a run
+
+
 def check_folder(directory: str | Path) -> None:
     """Parse both CSVs into their caches (unless fresh): every data error surfaces here, before any model exists.
 
     The arrays themselves are loaded once, later, by whoever needs them (DigitsDataModule.setup)."""
     train, test = data_files(directory)
-    ensure_cached(train, require_label=True)
-    if test is not None:
-        ensure_cached(test)
+    for path, labelled in ((train, True), (test, False)):
+        if path is None:
+            continue
+        st = path.stat()
+        if _CHECKED.get(path.resolve()) != (st.st_size, st.st_mtime_ns):
+            ensure_cached(path, require_label=labelled)
+            _CHECKED[path.resolve()] = (st.st_size, st.st_mtime_ns)
 
 
 MAX_HEADER_BYTES = 1 << 20  # a 785-column header is ~7-10 kB, quoted or not; a first line past 1 MiB is not one
