@@ -217,7 +217,18 @@ def test_report_says_when_it_cannot_write_its_figures(tmp_path: Path, monkeypatc
     assert not list(run.glob(".*.tmp.png"))
 
 
-@pytest.mark.parametrize("module", ["digits.train", "digits.summary", "digits.report", "digits.ensemble"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "digits.train",
+        "digits.summary",
+        "digits.report",
+        "digits.ensemble",
+        "digits.predict",
+        "digits.export",
+        "digits.demo",
+    ],
+)
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_every_entry_point_answers_help(tmp_path: Path, module: str, flag: str) -> None:
     proc = run_cli([flag], cwd=tmp_path, module=module)
