@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digits.callbacks import RunRecorder, SignalsAsInterrupts
 from digits.data.datamodule import DigitsDataModule
-from digits.devices import auto_batch_size, auto_channels_last, auto_precision, on_gpu
+from digits.devices import auto_batch_size, auto_channels_last, auto_precision, keep_freed_buffers, on_gpu
 from digits.errors import Interrupted, UserError
 from digits.evaluate import load_checkpoint, predict_splits, test_scores
 from digits.logger import hparams, log_final
@@ -59,6 +59,7 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     net = apply_init(instantiate(cfg.model), plain_name(cfg.init))
     precision = auto_precision(cfg.trainer)
+    keep_freed_buffers(cfg.trainer)
     module = Classifier(
         net,
         optimizer=instantiate(cfg.optim),

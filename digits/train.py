@@ -38,6 +38,8 @@ def quiet_libraries() -> None:
     # Nothing is logged per step (metrics are read once per epoch), so Lightning's step-logging interval is moot.
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r".*`srun` command is available on your system but is not used.*")
+    # A run dir is claimed by one process, so checkpoints already in it are this run's own, met again on resume.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     import lightning  # noqa: F401  (gives its loggers their own console handlers, removed below)
 
     if logging.getLogger().handlers:  # under Hydra, whose root handlers print and write train.log

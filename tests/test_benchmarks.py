@@ -1,0 +1,38 @@
+"""The benchmark scripts run as documented (on a tiny folder): they are how the README's speed claims are re-measured.
+No timing is asserted, only that both loops ran and the lines the README quotes are printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT
+
+
+def _bench(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_train_speed_prints_both_loops_and_their_ratio(grid_dir: Path, tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = _bench(["--device", "cpu", "--data-dir", str(grid_dir), "--train-images", "256", "--epochs", "2"], cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "batches/epoch=2 (256 images), epochs=2" in out
+    assert re.search(r"original CNN: 7\d\.\d MFLOP per training image", out)
+    for loop in ("(a) plain PyTorch loop", "(b) digits trainer"):
+        (line,) = [x for x in out.splitlines() if x.startswith(loop)]
+        assert re.search(r"s/epoch, [\d,]+ img/s, [\d.]+ GFLOP/s, test acc \d+\.\d\d%", line), line
+    assert re.search(r"^ratio=\d+\.\d{3}$", out, re.M)
+    assert not any(cwd.iterdir())  # the trainer's run dir was temporary
+
+
+def test_train_speed_refuses_a_single_epoch(tmp_path: Path) -> None:
+    proc = _bench(["--device", "cpu", "--epochs", "1"], tmp_path)
+    assert proc.returncode == 2 and "--epochs must be at least 2" in proc.stderr
