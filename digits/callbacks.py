@@ -73,7 +73,10 @@ class SignalsAsInterrupts:
             self.got.append(signum)
             raise KeyboardInterrupt
 
-        self.previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        # A SIGINT ignored from the start stays ignored: a shell starts background jobs that way so that the
+        # terminal's Ctrl-C, meant for the foreground, does not stop them (Python itself keeps it ignored too).
+        caught = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        self.previous = {s: signal.signal(s, handler) for s in caught}
         return self.got
 
     def __exit__(self, *exc: object) -> None:

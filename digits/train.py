@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         got.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # one ignored from the start stays ignored
+        signal.signal(signal.SIGTERM, stop)
     try:
         _main(list(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:  # before training started: nothing was recorded, and nothing is left behind

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, ROOT, make_folder, metrics_of, run_cli
+from helpers import FAST, make_folder, metrics_of, run_cli, start_cli
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, expect: str) -> None:
@@ -57,16 +55,10 @@ def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists()
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
-    cmd = [sys.executable, "-m", "digits.train", *args]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_two_runs_started_together_never_share_a_run_dir(tmp_path: Path, grid_dir: Path) -> None:
     target = tmp_path / "outputs" / "same"
     args = [f"data.dir={grid_dir}", *FAST, "model=lenet", "trainer.max_epochs=1"]
-    procs = [_start([*args, f"hydra.run.dir={target}"], tmp_path) for _ in range(2)]
+    procs = [start_cli([*args, f"hydra.run.dir={target}"], tmp_path) for _ in range(2)]
     results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
@@ -75,7 +67,7 @@ def test_two_runs_started_together_never_share_a_run_dir(tmp_path: Path, grid_di
     assert metrics_of(target)["status"] == "completed"
 
     # The default dir (outputs/<date>/<time>) is unique per process, even when both start in the same second.
-    procs = [_start(args, tmp_path) for _ in range(2)]
+    procs = [start_cli(args, tmp_path) for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     dirs = {p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")}
     assert len(dirs) == 2
@@ -240,7 +232,7 @@ def test_ctrl_c_before_training_leaves_nothing(tmp_path: Path, grid_dir: Path) -
     import signal
     import time
 
-    proc = _start([f"data.dir={grid_dir}", *FAST], tmp_path)
+    proc = start_cli([f"data.dir={grid_dir}", *FAST], tmp_path)
     end = time.time() + 60
     while not list((tmp_path / "outputs").glob("*/*/.digits-claim")):  # the run dir is claimed: Hydra starts
         assert proc.poll() is None and time.time() < end, proc.communicate()

@@ -8,14 +8,13 @@ import pickle
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import FAST, ROOT, job_dir, metrics_of, run_cli
+from helpers import FAST, job_dir, metrics_of, run_cli, start_cli
 
 SAME = ["status", "epochs", "best_epoch", "val_acc_best", "test_acc", "test_loss", "train_loss_last", "val_loss_last"]
 # 540 training rows at batch 32: 16 steps an epoch, so step 24 is the middle of the second epoch.
@@ -36,18 +35,6 @@ def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
                     value = v.simple_value if v.HasField("simple_value") else float(v.tensor.float_val[0])
                     out.append((event.step, value))
     return out
-
-
-def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "digits.train", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -97,7 +84,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_run(reference: tuple[Path,
 def test_sigint_and_sigterm_stop_cleanly_and_resume(reference: tuple[Path, Path], sig: int, code: int) -> None:
     cwd, data = reference
     run = cwd / f"sig{sig}"
-    proc = _popen([f"data.dir={data}", f"hydra.run.dir={run}", *LONG, *SLOW], cwd)
+    proc = start_cli([f"data.dir={data}", f"hydra.run.dir={run}", *LONG, *SLOW], cwd)
     _wait_for(run / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -149,7 +136,7 @@ def test_a_broken_checkpoint_is_one_clear_line(reference: tuple[Path, Path], dam
 def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir: Path) -> None:
     args = ["-m", f"data.dir={grid_dir}", "lr=0.02,0.05,0.1", *FAST, "model=lenet", "trainer.max_epochs=4"]
     args += ["data.batch_size=32", *SLOW]
-    proc = _popen(args, tmp_path)
+    proc = start_cli(args, tmp_path)
     end = time.time() + 120
     while not list((tmp_path / "outputs" / "multirun").glob("*/*/1_*/checkpoints/last.ckpt")):
         assert proc.poll() is None and time.time() < end, proc.communicate()[1][-2000:]
@@ -169,3 +156,16 @@ def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir
     assert (job_dir(sweep_dir, 0) / "metrics.json").stat().st_mtime_ns == done_before  # skipped, not retrained
     assert "resuming from" in (job_dir(sweep_dir, 1) / "train.log").read_text()
     assert json.loads((job_dir(sweep_dir, 1) / "metrics.json").read_text())["epochs"] == 4
+
+
+def test_a_signal_ignored_from_the_start_stays_ignored_while_training() -> None:
+    from digits.callbacks import SignalsAsInterrupts
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # how a shell starts a background job
+    try:
+        with SignalsAsInterrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)  # SIGTERM still stops
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

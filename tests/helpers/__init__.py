@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,22 @@ def run_cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m digits.train ARGS` in the background, for tests that signal it. SIGINT starts at its default: a
+    shell starts background jobs with SIGINT ignored, which a run rightly keeps, and the test must not depend on
+    how pytest itself was started."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "digits.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def only_run_dir(cwd: Path) -> Path:
