@@ -182,8 +182,7 @@ def _record(
     record.device, record.precision = str(dm.train.images.device), str(trainer.precision)
     best = _best_checkpoint(trainer)
     record.best_checkpoint = str(Path(best).relative_to(run_dir.path)) if best else None
-    record.tested_weights = tested
-    record.submission = run_dir.submission.name if run_dir.submission.is_file() else None
+    record.tested_weights, record.submission = tested, run_dir.submission.name if run_dir.submission.is_file() else None
     return record
 
 

@@ -10,7 +10,7 @@ import json
 import pytest
 from helpers import ROOT
 
-STUDIES = ["compare_models", "optim_grid", "best"]
+STUDIES = ["compare_models", "optim_grid", "best", "best_more"]
 
 
 def _tables():
