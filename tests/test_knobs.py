@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 from helpers import FAST, ROOT, job_dir, make_folder, metrics_of, run_cli
 from test_models import REFERENCE
@@ -34,6 +35,7 @@ def test_summary_cli_reproduces_the_reference_table(tmp_path: Path) -> None:
     assert "Total params: 187,062" in out
 
 
+@pytest.mark.slow  # the longest of the suite (~15-25 s on 2 cores)
 def test_every_model_with_every_init_from_one_command(tmp_path: Path) -> None:
     data = make_folder(tmp_path / "grid", n_train=200, n_test=50, header="grid", test="labelled")
     args = [

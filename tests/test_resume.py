@@ -133,6 +133,7 @@ def test_a_broken_checkpoint_is_one_clear_line(reference: tuple[Path, Path], dam
     assert "weights_only" not in proc.stderr and "\x1b" not in proc.stderr  # never advise loading it unsafely
 
 
+@pytest.mark.slow  # the longest of the suite (~15-25 s on 2 cores)
 def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir: Path) -> None:
     args = ["-m", f"data.dir={grid_dir}", "lr=0.02,0.05,0.1", *FAST, "model=lenet", "trainer.max_epochs=4"]
     args += ["data.batch_size=32", *SLOW]
