@@ -32,15 +32,16 @@ def table(study: str) -> str:
         "| job | val acc, last epoch | best val acc (epoch) | test acc | epochs | s / epoch |",
         "|---|---|---|---|---|---|",
     ]
-    for name, m in jobs(study):
+    records = jobs(study)
+    for name, m in records:
         varied = name.split("_", 1)[1]
         rows.append(
             f"| {varied} | {pct(m['val_acc'][-1])} | {pct(m['val_acc_best'])} ({m['best_epoch']}) "
             f"| {pct(m['test_acc'])} | {m['epochs']} | {statistics.median(m['epoch_seconds']):.1f} |"
         )
     if study == "best":
-        test = [m["test_acc"] for _, m in jobs(study)]
-        val = [m["val_acc"][-1] for _, m in jobs(study)]
+        test = [m["test_acc"] for _, m in records]
+        val = [m["val_acc"][-1] for _, m in records]
         rows.append(
             f"| **mean ± sd** | {100 * statistics.mean(val):.2f}% ± {100 * statistics.stdev(val):.2f} | "
             f"| **{100 * statistics.mean(test):.3f}% ± {100 * statistics.stdev(test):.3f}** | | |"

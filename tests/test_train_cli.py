@@ -1,4 +1,4 @@
-"""The design card's command, run as a user would, on data folders made in the test."""
+"""The README's first command, run as a user would, on data folders made in the test."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from helpers import FAST, make_folder, metrics_of, only_run_dir, run_cli
 from digits.plots import read_curves
 
 
-def test_design_card_command_on_a_kaggle_folder(tmp_path: Path, kaggle_dir: Path) -> None:
+def test_the_readme_command_on_a_kaggle_folder(tmp_path: Path, kaggle_dir: Path) -> None:
     run_cli(["model=original", "optim=sgd", "lr=0.1", f"data.dir={kaggle_dir}", *FAST], cwd=tmp_path)
     run = only_run_dir(tmp_path)
     assert run.parent.parent == tmp_path / "outputs"  # outputs/<date>/<time>/

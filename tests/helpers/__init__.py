@@ -59,15 +59,15 @@ def make_folder(
 FAST = ["debug=fast", "trainer.max_epochs=2"]
 
 
+def cli_env(cwd: Path) -> dict[str, str]:
+    """The environment a CLI test runs in: this checkout importable, the embedded data kept inside the test's dir."""
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
+
+
 def run_cli(
     args: list[str], cwd: Path, module: str = "digits.train", timeout: int = 300, check: bool = True, **kw
 ) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-        "DIGITS_DATA": str(cwd / "data"),
-        "PYTHONWARNINGS": "ignore",
-    }
+    env = {**cli_env(cwd), "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kw
     )
@@ -80,11 +80,10 @@ def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     """`python -m digits.train ARGS` in the background, for tests that signal it. SIGINT starts at its default: a
     shell starts background jobs with SIGINT ignored, which a run rightly keeps, and the test must not depend on
     how pytest itself was started."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
     return subprocess.Popen(
         [sys.executable, "-m", "digits.train", *args],
         cwd=cwd,
-        env=env,
+        env=cli_env(cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
