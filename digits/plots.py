@@ -7,6 +7,7 @@ and they still display inline in a notebook.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -43,23 +44,27 @@ def read_curves(run_dir: str | Path) -> pd.DataFrame:
 
 def curves_figure(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
     """The report's figure: training loss and validation accuracy per epoch, one line per run, shared axes."""
-    fig = Figure(figsize=(12, 4.5))
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    validated = any("val/acc" in frame and frame["val/acc"].notna().any() for frame in curves.values())
+    fig = Figure(figsize=(12, 4.5) if validated else (6.5, 4.5))
+    # Runs trained on every row (data.val_fraction=0) have no validation curve: no empty panel for them.
+    ax_loss, ax_acc = fig.subplots(1, 2) if validated else (fig.subplots(), None)
     for name, frame in curves.items():
         if "train/loss" in frame:
             ax_loss.plot(frame["epoch"], frame["train/loss"], marker=".", label=name)
-        if "val/acc" in frame:
+        if ax_acc is not None and "val/acc" in frame:
             ax_acc.plot(frame["epoch"], 100 * frame["val/acc"], marker=".", label=name)
     ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log", title="training loss")
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
+    if ax_acc is not None:
+        ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
     for ax in (ax_loss, ax_acc):
-        ax.grid(True, alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles, labels = ax_acc.get_legend_handles_labels()
+        if ax is not None:
+            ax.grid(True, alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = (ax_acc or ax_loss).get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(textwrap.fill(title.replace(",", ", "), 100 if validated else 55))  # fit a long override list
     fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) - 1) // 3), 1, 1))
     return fig
 

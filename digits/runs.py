@@ -126,10 +126,10 @@ class RunRecord:
     def summary_line(self) -> str:
         """The run's last line: `completed after 40 epochs: val 99.63% (best, epoch 40), test 99.66% ...`."""
         epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
-        return (
-            f"{self.status} after {epochs}: val {_percent(self.val_acc_best)} (best, epoch {self.best_epoch}), "
-            f"test {_percent(self.test_acc)} with the {self.tested_weights} weights"
-        )
+        validated = (self.data or {}).get("n_val") != 0  # data.val_fraction=0 trains on every row
+        val = f"val {_percent(self.val_acc_best)} (best, epoch {self.best_epoch})" if validated else "no validation"
+        test = f"test {_percent(self.test_acc)} with the {self.tested_weights} weights"
+        return f"{self.status} after {epochs}: {val}, {test}"
 
 
 def _percent(x: float | None) -> str:

@@ -28,11 +28,13 @@ def pct(x: float | None) -> str:
 
 
 def table(study: str) -> str:
+    records = jobs(study)
+    if all(m["val_acc_best"] is None for _, m in records):
+        return _table_without_validation(study, records)
     rows = [
         "| job | val acc, last epoch | best val acc (epoch) | test acc | epochs | s / epoch |",
         "|---|---|---|---|---|---|",
     ]
-    records = jobs(study)
     for name, m in records:
         varied = name.split("_", 1)[1]
         rows.append(
@@ -46,11 +48,34 @@ def table(study: str) -> str:
             f"| **mean ± sd** | {100 * statistics.mean(val):.2f}% ± {100 * statistics.stdev(val):.2f} | "
             f"| **{100 * statistics.mean(test):.3f}% ± {100 * statistics.stdev(test):.3f}** | | |"
         )
-        ensemble = HERE / study / "ensemble.json"
-        if ensemble.is_file():
-            e = json.loads(ensemble.read_text())
-            rows.append(f"| **ensemble of the {e['n_members']}** (mean softmax) | | | **{pct(e['test_acc'])}** | | |")
+        rows += _ensemble_row(study, blanks_before=3, blanks_after=2)
     return "\n".join(rows)
+
+
+def _table_without_validation(study: str, records: list[tuple[str, dict]]) -> str:
+    """Runs trained on every labelled row (data.val_fraction=0) have no validation columns to show."""
+    rows = ["| job | train loss, last epoch | test acc | epochs | s / epoch |", "|---|---|---|---|---|"]
+    for name, m in records:
+        rows.append(
+            f"| {name.split('_', 1)[1]} | {m['train_loss_last']:.4f} | {pct(m['test_acc'])} | {m['epochs']} "
+            f"| {statistics.median(m['epoch_seconds']):.1f} |"
+        )
+    test = [m["test_acc"] for _, m in records]
+    if len(test) > 1:
+        rows.append(
+            f"| **mean ± sd** | | **{100 * statistics.mean(test):.3f}% ± {100 * statistics.stdev(test):.3f}** | | |"
+        )
+    return "\n".join(rows + _ensemble_row(study, blanks_before=2, blanks_after=2))
+
+
+def _ensemble_row(study: str, blanks_before: int, blanks_after: int) -> list[str]:
+    ensemble = HERE / study / "ensemble.json"
+    if not ensemble.is_file():
+        return []
+    e = json.loads(ensemble.read_text())
+    blank = " |"
+    row = f"| **ensemble of the {e['n_members']}** (mean softmax) |" + blank * (blanks_before - 1)
+    return [row + f" **{pct(e['test_acc'])}** |" + blank * blanks_after]
 
 
 if __name__ == "__main__":

@@ -252,6 +252,7 @@ def test_val_fraction_zero_trains_on_every_row_with_the_last_weights(tmp_path: P
     run = tmp_path / "all"
     proc = run_cli([f"data.dir={kaggle_dir}", *FAST, "data.val_fraction=0", f"hydra.run.dir={run}"], cwd=tmp_path)
     assert "data.val_fraction=0: training on every labelled row for 2 epochs" in proc.stderr + proc.stdout
+    assert "completed after 2 epochs: no validation, test -" in proc.stderr + proc.stdout
     m = metrics_of(run)
     assert m["status"] == "completed" and m["epochs"] == 2 and m["tested_weights"] == "last"
     assert m["val_acc_best"] is None and m["data"]["n_train"] == 600 and m["data"]["n_val"] == 0

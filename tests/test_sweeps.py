@@ -228,3 +228,14 @@ def test_a_real_tensorboard_server_names_runs_by_what_they_varied(sweep: tuple[P
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_curves_of_runs_without_validation_have_no_empty_panel() -> None:
+    from digits.plots import curves_figure
+
+    trained = pd.DataFrame({"epoch": [1, 2, 3], "train/loss": [0.5, 0.2, 0.1]})
+    validated = trained.assign(**{"val/acc": [0.9, 0.95, 0.97]})
+    assert len(curves_figure({"0_seed=0": trained}, title="a=1," * 40).axes) == 1  # data.val_fraction=0
+    assert len(curves_figure({"0_seed=0": trained, "1_seed=1": validated}).axes) == 2
+    no_val_yet = validated.assign(**{"val/acc": [float("nan")] * 3})
+    assert len(curves_figure({"0_seed=0": no_val_yet}).axes) == 1
