@@ -8,9 +8,10 @@ import importlib.util
 import json
 
 import pytest
+import torch
 from helpers import ROOT
 
-STUDIES = ["compare_models", "optim_grid", "best", "best_more"]
+STUDIES = ["compare_models", "optim_grid", "best", "best_more", "best_all"]
 
 
 def _tables():
@@ -35,3 +36,16 @@ def test_committed_records_are_complete_and_relative(study: str) -> None:
         assert record["status"] == "completed"
         assert len(record["val_acc"]) == len(record["epoch_seconds"]) == record["epochs"]
         assert not str(record["data"]["dir"]).startswith("/")  # paths relative to the repository
+
+
+def test_tta_check_shifts_fill_with_background_instead_of_wrapping() -> None:
+    spec = importlib.util.spec_from_file_location("tta_check", ROOT / "results" / "tta_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = torch.arange(1, 26, dtype=torch.uint8).reshape(1, 1, 5, 5)
+    for dy, dx in [(1, 0), (-1, 0), (0, 1), (0, -1), (1, -1)]:
+        out = module.shifted(x, dy, dx)
+        assert torch.equal(out, torch.roll(x, (dy, dx), dims=(2, 3)) * module.shifted(torch.ones_like(x), dy, dx))
+        assert int((out == 0).sum()) == 25 - (5 - abs(dy)) * (5 - abs(dx))  # the uncovered border is background
+        assert torch.equal(module.shifted(out, -dy, -dx)[..., 1:4, 1:4], x[..., 1:4, 1:4])  # and back again
+    assert torch.equal(module.shifted(x, 0, 0), x)
