@@ -49,11 +49,7 @@ def validation_images(cfg: dict) -> torch.Tensor:
     """The run's own validation split (same folder, fraction and seed), uint8 [N, 1, 28, 28]."""
     from digits.data.datamodule import DigitsDataModule
 
-    params = {k: v for k, v in (cfg.get("data") or {}).items() if not k.startswith("_")}
-    params["on_device"] = False
-    dm = DigitsDataModule(**params)
-    dm.prepare_data()
-    dm.setup()
+    dm = DigitsDataModule.of_run(cfg)
     assert dm.val is not None
     if len(dm.val) == 0:  # trained with data.val_fraction=0: check on the test split instead
         assert dm.test is not None, "a run without validation and without test.csv"

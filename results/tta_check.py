@@ -38,11 +38,7 @@ def main(run_dirs: list[str]) -> None:
     total = 0
     for run in run_dirs:
         net, cfg = net_from_checkpoint(tested_checkpoint(run))
-        data = cfg["data"]
-        dm = DigitsDataModule(
-            dir=data.get("dir"), root=data["root"], val_fraction=data["val_fraction"], seed=cfg["seed"]
-        )
-        dm.setup()
+        dm = DigitsDataModule.of_run(cfg)
         assert dm.val is not None and dm.val.labels is not None
         line = []
         for name, shifts in VIEWS.items():
