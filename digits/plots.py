@@ -47,7 +47,8 @@ def curves_figure(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
     validated = any("val/acc" in frame and frame["val/acc"].notna().any() for frame in curves.values())
     fig = Figure(figsize=(12, 4.5) if validated else (6.5, 4.5))
     # Runs trained on every row (data.val_fraction=0) have no validation curve: no empty panel for them.
-    ax_loss, ax_acc = fig.subplots(1, 2) if validated else (fig.subplots(), None)
+    axes = fig.subplots(1, 2 if validated else 1, squeeze=False)[0]
+    ax_loss, ax_acc = axes[0], (axes[1] if validated else None)
     for name, frame in curves.items():
         if "train/loss" in frame:
             ax_loss.plot(frame["epoch"], frame["train/loss"], marker=".", label=name)
@@ -56,10 +57,9 @@ def curves_figure(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
     ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log", title="training loss")
     if ax_acc is not None:
         ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
-    for ax in (ax_loss, ax_acc):
-        if ax is not None:
-            ax.grid(True, alpha=0.3)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = (ax_acc or ax_loss).get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
