@@ -49,9 +49,10 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
     cfg.data.batch_size = auto_batch_size(cfg)  # resolved in place, so config.yaml and hparams show the real value
     if cfg.data.val_fraction == 0:
         log.info(
-            "data.val_fraction=0: training on every labelled row for %d epochs; no validation, no early "
+            "data.val_fraction=0: training on every labelled row for %d epoch%s; no validation, no early "
             "stopping, the last weights are kept",
             cfg.trainer.max_epochs,
+            "" if cfg.trainer.max_epochs == 1 else "s",
         )
         cfg.final_weights = "last"
     dm: DigitsDataModule = instantiate(cfg.data)
