@@ -92,6 +92,32 @@ def test_augment_is_seeded_label_preserving_geometry_and_keeps_the_background() 
     assert float((centre - 13.5).abs().max()) <= 2.0 + 1e-4
 
 
+def test_elastic_distortion_has_simards_strength_everywhere_and_leaves_the_affine_draws_alone() -> None:
+    aug = Augment(rotate=0, translate=0, zoom=0, elastic=36, elastic_sigma=6)
+    d = aug._displacement(4096, 28, 28, torch.Generator().manual_seed(0), torch.device("cpu")) * 14  # in pixels
+    # Uniform [-1, 1] noise (variance 1/3) blurred by a normalised Gaussian k along each axis has standard deviation
+    # sqrt(1/3) * sum(k^2), times alpha: Simard et al.'s field, at the border as at the centre.
+    t = torch.arange(-18, 19, dtype=torch.float64)
+    k = torch.exp(-(t**2) / 72)
+    expected = 36 * (1 / 3) ** 0.5 * float((k / k.sum()).pow(2).sum())
+    for where in (d[:, 14, 14], d[:, 0, 0], d[:, 27, 13]):
+        assert abs(float(where.std()) / expected - 1) < 0.05
+    assert abs(float(d[:, 14, 14, 0].mean())) < 0.05  # no drift
+    # Neighbouring pixels move together (a smooth field, not per-pixel noise); far ones do not.
+    corr = torch.corrcoef(torch.stack([d[:, 14, 14, 0], d[:, 14, 15, 0], d[:, 14, 0, 0]]))
+    assert float(corr[0, 1]) > 0.95 and abs(float(corr[0, 2])) < 0.3
+
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = 1.0
+    bent = aug(x, torch.Generator().manual_seed(1))
+    assert not torch.allclose(bent, x, atol=1e-3) and float(bent[:, :, :2, :].abs().max()) == 0.0
+    # The field is drawn after the affine numbers: a negligible one leaves the same affine warp, so runs without
+    # elastic distortion draw (and give) what they gave before the knob existed.
+    affine = Augment(rotate=10, translate=2, zoom=0.1)(x, torch.Generator().manual_seed(1))
+    faint = Augment(rotate=10, translate=2, zoom=0.1, elastic=1e-3)(x, torch.Generator().manual_seed(1))
+    assert torch.allclose(affine, faint, atol=1e-3) and not torch.equal(affine, faint)
+
+
 def test_augmentation_applies_to_the_training_split_only(grid_dir: Path) -> None:
     dm = DigitsDataModule(dir=str(grid_dir), batch_size=32, eval_batch_size=100, augment=True, seed=0)
     dm.prepare_data()
@@ -107,7 +133,14 @@ def test_augmentation_applies_to_the_training_split_only(grid_dir: Path) -> None
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path, grid_dir: Path) -> None:
     """Jobs 0 and 1 share seed 7 and must agree to the last bit; job 2 (seed 8) must not. (Fresh processes are
     compared too: a killed-and-resumed run must equal one left alone, in test_resume.)"""
-    knobs = ["data.augment=true", "data.zoom=0.1", "l1=0.0001", "optim.weight_decay=0.0005", "model.dropout=0.3"]
+    knobs = [
+        "data.augment=true",
+        "data.zoom=0.1",
+        "data.elastic=20",
+        "l1=0.0001",
+        "optim.weight_decay=0.0005",
+        "model.dropout=0.3",
+    ]
     args = ["-m", f"data.dir={grid_dir}", "seed=7,7,8", *knobs, *FAST, "trainer.limit_train_batches=4"]
     run_cli(args, cwd=tmp_path)
     sweep = _sweep_dir(tmp_path)

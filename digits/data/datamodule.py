@@ -56,6 +56,8 @@ class DigitsDataModule(L.LightningDataModule):
         rotate: float = 12.0,
         translate: float = 2.0,
         zoom: float = 0.0,
+        elastic: float = 0.0,
+        elastic_sigma: float = 6.0,
         on_device: bool = True,
     ):
         super().__init__()
@@ -69,7 +71,7 @@ class DigitsDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
-        self.augment = Augment(rotate, translate, zoom) if augment else None
+        self.augment = Augment(rotate, translate, zoom, elastic, elastic_sigma) if augment else None
         self.on_device = on_device
         self.train: Split | None = None
         self.val: Split | None = None
