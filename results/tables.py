@@ -1,6 +1,7 @@
 """Print the README's results tables from the metrics.json files committed under results/.
 
     python results/tables.py compare_models optim_grid best
+    python results/tables.py best..best_elastic      # two recipes, seed by seed (the same seed, the same split)
 
 So every number in the README's tables can be traced to a run's own record. Seconds per epoch are the median over
 the run's epochs (validation included): a median, because a few epochs of some runs shared the CPU with other work.
@@ -41,7 +42,7 @@ def table(study: str) -> str:
             f"| {varied} | {pct(m['val_acc'][-1])} | {pct(m['val_acc_best'])} ({m['best_epoch']}) "
             f"| {pct(m['test_acc'])} | {m['epochs']} | {statistics.median(m['epoch_seconds']):.1f} |"
         )
-    if study == "best":
+    if len(records) > 2 and all(name.split("_", 1)[1].startswith("seed=") for name, _ in records):
         test = [m["test_acc"] for _, m in records]
         val = [m["val_acc"][-1] for _, m in records]
         rows.append(
@@ -78,6 +79,26 @@ def _ensemble_row(study: str, blanks_before: int, blanks_after: int) -> list[str
     return [row + f" **{pct(e['test_acc'])}** |" + blank * blanks_after]
 
 
+def paired(base: str, other: str) -> str:
+    """Two recipes run on the same seeds: a seed fixes the split, so each row compares them on the same validation
+    images, which is how a recipe change is chosen (the test column chose nothing)."""
+    a, b = dict(jobs(base)), dict(jobs(other))
+    common = [name for name, _ in jobs(base) if name in b]
+    columns = {
+        "val acc, last epoch": (lambda m: m["val_acc"][-1], pct),
+        "val loss, last epoch": (lambda m: m["val_loss_last"], lambda v: f"{v:.4f}"),
+        "test acc": (lambda m: m["test_acc"], lambda v: f"{100 * v:.3f}%"),
+    }
+    rows = [f"| job ({base} / {other}) | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, names in [(n.split("_", 1)[1], [n]) for n in common] + [("**mean**", common)]:
+        cells = [
+            f"{fmt(statistics.mean(get(a[n]) for n in names))} / {fmt(statistics.mean(get(b[n]) for n in names))}"
+            for get, fmt in columns.values()
+        ]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     for study in sys.argv[1:] or ["compare_models", "optim_grid", "best"]:
-        print(f"{study}:\n\n{table(study)}\n")
+        print(f"{study}:\n\n{paired(*study.split('..')) if '..' in study else table(study)}\n")

@@ -11,7 +11,8 @@ import pytest
 import torch
 from helpers import ROOT
 
-STUDIES = ["compare_models", "optim_grid", "best", "best_more", "best_all"]
+STUDIES = ["compare_models", "optim_grid", "best", "best_more", "best_all", "best_elastic"]
+PAIRS = [("best", "best_elastic")]  # recipe changes, compared seed by seed on validation
 
 
 def _tables():
@@ -27,6 +28,14 @@ def test_readme_table_is_the_committed_metrics(study: str) -> None:
     assert table.count("\n") >= 3
     assert table in (ROOT / "README.md").read_text()
     assert table in (ROOT / "results" / study / "README.md").read_text()
+
+
+@pytest.mark.parametrize("base, other", PAIRS)
+def test_readme_paired_table_is_the_committed_metrics(base: str, other: str) -> None:
+    table = _tables().paired(base, other)
+    assert table.count("\n") >= 3
+    assert table in (ROOT / "README.md").read_text()
+    assert table in (ROOT / "results" / other / "README.md").read_text()
 
 
 @pytest.mark.parametrize("study", STUDIES)
