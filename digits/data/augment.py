@@ -27,7 +27,7 @@ class Augment:
     elastic_sigma: float = 6.0  # width of the Gaussian that smooths it, pixels
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Warp x ([B, 1, H, W], background 0) with one random affine map per image."""
+        """Warp x ([B, 1, H, W], background 0) with one random affine map per image, elastically bent if asked."""
         b, _, h, w = x.shape
         u = torch.rand(b, 4, generator=generator, device=x.device, dtype=torch.float32) * 2 - 1
         angle = u[:, 0] * math.radians(self.rotate)
@@ -52,8 +52,8 @@ class Augment:
         """
         z = torch.randn(b, 2, h, w, generator=generator, device=device, dtype=torch.float32) * (1 / 3) ** 0.5
         field = _blur_root(h, self.elastic_sigma, device) @ z @ _blur_root(w, self.elastic_sigma, device)
-        scale = torch.tensor([2 / w, 2 / h], device=device).view(1, 2, 1, 1)
-        return (field * self.elastic * scale).permute(0, 2, 3, 1)
+        field = field * self.elastic
+        return torch.stack([field[:, 0] * (2 / w), field[:, 1] * (2 / h)], dim=-1)  # no host tensor per step
 
 
 @functools.lru_cache(maxsize=16)
