@@ -84,8 +84,8 @@ class DataConf:
     rotate: float = rule(12.0, ge=0, le=180, what="degrees")
     translate: float = rule(2.0, ge=0, le=14, what="pixels")
     zoom: float = rule(0.0, ge=0, lt=1, what="relative scale change")
-    elastic: float = rule(0.0, ge=0, le=100, what="pixels (alpha of an elastic distortion)")
-    elastic_sigma: float = rule(6.0, gt=0, le=14, what="pixels (the Gaussian that smooths the distortion)")
+    elastic: float = rule(0.0, ge=0, le=100, what="pixels of displacement")
+    elastic_sigma: float = rule(6.0, gt=0, le=14, what="pixels, the smoothing Gaussian's width")
     on_device: bool = True
 
 
