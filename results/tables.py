@@ -14,14 +14,19 @@ import statistics
 import sys
 from pathlib import Path
 
+from digits.runs import job_dirs
+
 HERE = Path(__file__).resolve().parent
 
 
 def jobs(study: str) -> list[tuple[str, dict]]:
     """Each job's (dir name, metrics.json) in sweep order (the number before the first underscore)."""
-    dirs = [d for d in (HERE / study).iterdir() if (d / "metrics.json").is_file()]
-    dirs.sort(key=lambda d: int(d.name.split("_", 1)[0]))
-    return [(d.name, json.loads((d / "metrics.json").read_text())) for d in dirs]
+    return [(d.name, json.loads((d / "metrics.json").read_text())) for d in job_dirs(HERE / study)]
+
+
+def varied(job: str) -> str:
+    """What a job varied: its dir name after the job number (`3_seed=3` -> `seed=3`)."""
+    return job.split("_", 1)[1]
 
 
 def pct(x: float | None) -> str:
@@ -37,12 +42,11 @@ def table(study: str) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, m in records:
-        varied = name.split("_", 1)[1]
         rows.append(
-            f"| {varied} | {pct(m['val_acc'][-1])} | {pct(m['val_acc_best'])} ({m['best_epoch']}) "
+            f"| {varied(name)} | {pct(m['val_acc'][-1])} | {pct(m['val_acc_best'])} ({m['best_epoch']}) "
             f"| {pct(m['test_acc'])} | {m['epochs']} | {statistics.median(m['epoch_seconds']):.1f} |"
         )
-    if len(records) > 2 and all(name.split("_", 1)[1].startswith("seed=") for name, _ in records):
+    if len(records) > 2 and all(varied(name).startswith("seed=") for name, _ in records):
         test = [m["test_acc"] for _, m in records]
         val = [m["val_acc"][-1] for _, m in records]
         rows.append(
@@ -58,7 +62,7 @@ def _table_without_validation(study: str, records: list[tuple[str, dict]]) -> st
     rows = ["| job | train loss, last epoch | test acc | epochs | s / epoch |", "|---|---|---|---|---|"]
     for name, m in records:
         rows.append(
-            f"| {name.split('_', 1)[1]} | {m['train_loss_last']:.4f} | {pct(m['test_acc'])} | {m['epochs']} "
+            f"| {varied(name)} | {m['train_loss_last']:.4f} | {pct(m['test_acc'])} | {m['epochs']} "
             f"| {statistics.median(m['epoch_seconds']):.1f} |"
         )
     test = [m["test_acc"] for _, m in records]
@@ -82,15 +86,16 @@ def _ensemble_row(study: str, blanks_before: int, blanks_after: int) -> list[str
 def paired(base: str, other: str) -> str:
     """Two recipes run on the same seeds: a seed fixes the split, so each row compares them on the same validation
     images, which is how a recipe change is chosen (the test column chose nothing)."""
-    a, b = dict(jobs(base)), dict(jobs(other))
-    common = [name for name, _ in jobs(base) if name in b]
+    base_jobs = jobs(base)
+    a, b = dict(base_jobs), dict(jobs(other))
+    common = [name for name, _ in base_jobs if name in b]
     columns = {
         "val acc, last epoch": (lambda m: m["val_acc"][-1], pct),
         "val loss, last epoch": (lambda m: m["val_loss_last"], lambda v: f"{v:.4f}"),
         "test acc": (lambda m: m["test_acc"], lambda v: f"{100 * v:.3f}%"),
     }
     rows = [f"| job ({base} / {other}) | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for label, names in [(n.split("_", 1)[1], [n]) for n in common] + [("**mean**", common)]:
+    for label, names in [(varied(n), [n]) for n in common] + [("**mean**", common)]:
         cells = [
             f"{fmt(statistics.mean(get(a[n]) for n in names))} / {fmt(statistics.mean(get(b[n]) for n in names))}"
             for get, fmt in columns.values()

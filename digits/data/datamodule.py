@@ -71,7 +71,11 @@ class DigitsDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
-        self.augment = Augment(rotate, translate, zoom, elastic, elastic_sigma) if augment else None
+        self.augment = (
+            Augment(rotate=rotate, translate=translate, zoom=zoom, elastic=elastic, elastic_sigma=elastic_sigma)
+            if augment
+            else None
+        )
         self.on_device = on_device
         self.train: Split | None = None
         self.val: Split | None = None
