@@ -96,13 +96,13 @@ def compare(model: Deployable, onnx_file: Path, images: torch.Tensor) -> tuple[i
     import numpy as np
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    exported = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     worst, disagree = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(images), 1000):
             x = images[start : start + 1000].float()
             want = model(x).numpy()
-            got = session.run(["probabilities"], {"image": x.numpy()})[0]
+            got = exported.run(["probabilities"], {"image": x.numpy()})[0]
             worst = max(worst, float(np.abs(got - want).max()))
             disagree += int((got.argmax(1) != want.argmax(1)).sum())
     return disagree, worst

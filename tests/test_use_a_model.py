@@ -149,10 +149,10 @@ def test_onnx_export_agrees_with_pytorch(trained: tuple[Path, Path], tmp_path: P
     out = tmp_path / "digits.onnx"
     proc = run_cli([str(run), "--out", str(out)], cwd=tmp_path, module="digits.export")
     assert "onnxruntime agrees with PyTorch on all" in proc.stdout
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    exported = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     test = load_csv(data / "test.csv")
     for n in (1, 7, 400):  # any batch size
-        probs = session.run(None, {"image": test.images[:n, None].astype(np.float32)})[0]
+        probs = exported.run(None, {"image": test.images[:n, None].astype(np.float32)})[0]
         assert probs.shape == (n, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
     pred = pd.read_csv(_predict_csv(run, data, tmp_path))
     assert np.array_equal(probs.argmax(1), pred["label"].to_numpy())
