@@ -43,7 +43,8 @@ MAX_CHECKED_JOBS = 256
 MIN_FREE_BYTES = 50 * 2**20
 # What a resumed run may not change: the model, the data and what decides the weights it ends with.
 RESUME_KEEPS = ("model", "data", "optim", "scheduler", "experiment", "init", "seed", "lr", "l1", "label_smoothing")
-RESUME_KEEPS += ("final_weights", "trainer.max_epochs", "trainer.limit_train_batches", "trainer.accumulate_grad")
+RESUME_KEEPS += ("final_weights", "average_epochs", "trainer.max_epochs", "trainer.limit_train_batches")
+RESUME_KEEPS += ("trainer.accumulate_grad",)
 
 
 def groups() -> dict[str, list[str]]:

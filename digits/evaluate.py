@@ -90,16 +90,19 @@ def net_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def tested_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint a run was tested with: best.ckpt, or last.ckpt for a run that kept its last weights."""
+    """The checkpoint a run was tested with: best.ckpt, last.ckpt for a run that kept its last weights, or
+    average.ckpt for one that averaged them."""
     from digits.runs import RunDir
 
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise UserError("no such run dir", run.path)
     record = run.read_record() or {}
-    order = [run.last_checkpoint, run.best_checkpoint]
-    if record.get("tested_weights") != "last":
+    order = [run.best_checkpoint, run.last_checkpoint]
+    if record.get("tested_weights") == "last":
         order.reverse()
+    if record.get("tested_weights") == "average":
+        order.insert(0, run.average_checkpoint)
     for ckpt in order:
         if ckpt.is_file():
             return ckpt
@@ -126,6 +129,14 @@ def predict_splits(dm: DigitsDataModule, net: nn.Module) -> dict[str, np.ndarray
         images = (dm.test if split == "test" else dm.val).images  # type: ignore[union-attr]
         out["mistake_images"] = images[torch.from_numpy(out["mistake_index"]).to(images.device)].cpu().numpy()
     return out
+
+
+def val_accuracy(dm: DigitsDataModule, net: nn.Module) -> float | None:
+    """Accuracy on the validation split of weights that no epoch validated (the averaged ones); None without one."""
+    if dm.val is None or not len(dm.val) or dm.val.labels is None:
+        return None
+    probs = predict_probs(net, dm.val.images, dm.eval_batch_size)
+    return float((probs.argmax(1) == dm.val.labels.cpu()).float().mean())
 
 
 def test_scores(preds: dict[str, np.ndarray]) -> tuple[float | None, float | None]:

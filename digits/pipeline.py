@@ -19,11 +19,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from digits.callbacks import RunRecorder, SignalsAsInterrupts
+from digits.callbacks import RunRecorder, SignalsAsInterrupts, TailAverage
 from digits.data.datamodule import DigitsDataModule
 from digits.devices import auto_batch_size, auto_channels_last, auto_precision, keep_freed_buffers, on_gpu
 from digits.errors import Interrupted, UserError
-from digits.evaluate import load_checkpoint, predict_splits, test_scores
+from digits.evaluate import load_checkpoint, predict_splits, test_scores, val_accuracy
 from digits.logger import hparams, log_final
 from digits.models.init import apply_init
 from digits.module import Classifier
@@ -50,11 +50,13 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
     if cfg.data.val_fraction == 0:
         log.info(
             "data.val_fraction=0: training on every labelled row for %d epoch%s; no validation, no early "
-            "stopping, the last weights are kept",
+            "stopping, the %s weights are kept",
             cfg.trainer.max_epochs,
             "" if cfg.trainer.max_epochs == 1 else "s",
+            "averaged" if cfg.final_weights == "average" else "last",
         )
-        cfg.final_weights = "last"
+        if cfg.final_weights == "best":
+            cfg.final_weights = "last"
     dm: DigitsDataModule = instantiate(cfg.data)
     dm.prepare_data()  # data problems surface before anything else is built or written
     L.seed_everything(cfg.seed, workers=False, verbose=False)
@@ -83,6 +85,8 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
 def _callbacks(cfg: DictConfig, more: list[Callback] | None) -> tuple[list[Callback], dict[str, Any]]:
     """The config's callbacks plus ours, and the Trainer arguments that go with them."""
     cbs = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + list(more or [])
+    if cfg.final_weights == "average":
+        cbs.append(TailAverage(cfg.average_epochs))
     extra: dict[str, Any] = {}
     if cfg.trainer.get("enable_progress_bar") is False:  # else Lightning refuses the bar callback of our own config
         cbs = [c for c in cbs if not isinstance(c, ProgressBar)]
@@ -140,22 +144,34 @@ def _finish(
     cfg: DictConfig, run_dir: RunDir, dm: DigitsDataModule, module: Classifier, trainer: L.Trainer, rec: RunRecorder
 ) -> RunRecord:
     """predict -> write artifacts -> record -> log."""
-    tested = _final_weights(cfg, module, trainer)
+    tested = _final_weights(cfg, run_dir, module, trainer)
     preds = predict_splits(dm, module.net)
     run_dir.write_predictions(preds)
     record = _record(cfg, run_dir, dm, trainer, rec, preds, tested)
+    if tested == "average":
+        record.val_acc_average = val_accuracy(dm, module.net)
     run_dir.write_record(record)
     log_final(trainer, cfg, record, preds)
     log.info("%s -> %s", record.summary_line(), run_dir.metrics)
     return record
 
 
-def _final_weights(cfg: DictConfig, module: Classifier, trainer: L.Trainer) -> str:
-    """Load the best-validation checkpoint unless the config keeps the last weights; say which were used."""
+def _final_weights(cfg: DictConfig, run_dir: RunDir, module: Classifier, trainer: L.Trainer) -> str:
+    """Load the best-validation checkpoint or the averaged weights unless the config keeps the last weights; say
+    which were used. The averaged weights are also saved, as average.ckpt, for predict, export and the demo."""
     best = _best_checkpoint(trainer)
     if cfg.final_weights == "best" and best and Path(best).is_file():
         module.load_state_dict(load_checkpoint(best)["state_dict"])
         return "best"
+    averager = next((c for c in trainer.callbacks if isinstance(c, TailAverage)), None)
+    averaged = averager.average(module.net) if averager is not None else None
+    if averaged is not None:
+        module.net.load_state_dict(averaged)
+        trainer.save_checkpoint(run_dir.average_checkpoint, weights_only=True)
+        log.info("tested with the average of the last %d epochs' weights", averager.count)
+        return "average"
+    if averager is not None:
+        log.warning("no epoch of the last %d was reached: tested with the last weights", averager.epochs)
     return "last"
 
 

@@ -66,6 +66,7 @@ class RunRecord:
     epochs: int = 0
     best_epoch: int | None = None
     val_acc_best: float | None = None
+    val_acc_average: float | None = None  # final_weights=average: the averaged weights' validation accuracy
     test_acc: float | None = None
     test_loss: float | None = None
     train_seconds: float = 0.0
@@ -128,6 +129,9 @@ class RunRecord:
         epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
         validated = (self.data or {}).get("n_val") != 0  # data.val_fraction=0 trains on every row
         val = f"val {_percent(self.val_acc_best)} (best, epoch {self.best_epoch})" if validated else "no validation"
+        if self.val_acc_average is not None:
+            best = f"best epoch {self.best_epoch}: {_percent(self.val_acc_best)}"
+            val = f"val {_percent(self.val_acc_average)} (averaged; {best})"
         test = f"test {_percent(self.test_acc)} with the {self.tested_weights} weights"
         return f"{self.status} after {epochs}: {val}, {test}"
 
@@ -172,6 +176,10 @@ class RunDir:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.ckpt"
+
+    @property
+    def average_checkpoint(self) -> Path:
+        return self.checkpoints / "average.ckpt"
 
     @property
     def config(self) -> Path:

@@ -35,10 +35,12 @@ class Init(str, Enum):
 
 
 class FinalWeights(str, Enum):
-    """Which weights are tested and predicted with: the best validation checkpoint, or the last weights."""
+    """Which weights are tested and predicted with: the best validation checkpoint, the last weights, or the mean of
+    the last `average_epochs` epochs' weights."""
 
     best = "best"
     last = "last"
+    average = "average"
 
 
 def rule(default: Any, **limits: Any) -> Any:
@@ -57,6 +59,7 @@ class TrainConf:
     l1: float = rule(0.0, ge=0, what="the L1 coefficient")
     label_smoothing: float = rule(0.0, ge=0, lt=1, what="label smoothing")
     final_weights: FinalWeights = FinalWeights.best
+    average_epochs: int = rule(10, ge=1, what="the last epochs whose weights final_weights=average averages")
     compile: bool = False
     channels_last: bool | None = None
     resume: str | None = None

@@ -37,24 +37,30 @@ def table(study: str) -> str:
     records = jobs(study)
     if all(m["val_acc_best"] is None for _, m in records):
         return _table_without_validation(study, records)
+    # Runs tested with averaged weights (final_weights=average) also validated them: both columns, side by side.
+    averaged = any(m.get("val_acc_average") is not None for _, m in records)
+    extra = " val acc, averaged weights |" if averaged else ""
     rows = [
-        "| job | val acc, last epoch | best val acc (epoch) | test acc | epochs | s / epoch |",
-        "|---|---|---|---|---|---|",
+        f"| job | val acc, last epoch |{extra} best val acc (epoch) | test acc | epochs | s / epoch |",
+        "|---|---|---|---|---|---|" + ("---|" if averaged else ""),
     ]
     for name, m in records:
+        cell = f" {pct(m.get('val_acc_average'))} |" if averaged else ""
         rows.append(
-            f"| {varied(name)} | {pct(m['val_acc'][-1])} | {pct(m['val_acc_best'])} ({m['best_epoch']}) "
+            f"| {varied(name)} | {pct(m['val_acc'][-1])} |{cell} {pct(m['val_acc_best'])} ({m['best_epoch']}) "
             f"| {pct(m['test_acc'])} | {m['epochs']} | {statistics.median(m['epoch_seconds']):.1f} |"
         )
     if len(records) > 2 and all(varied(name).startswith("seed=") for name, _ in records):
         test = [m["test_acc"] for _, m in records]
         val = [m["val_acc"][-1] for _, m in records]
-        rows.append(
-            f"| **mean ± sd** | {100 * statistics.mean(val):.2f}% ± {100 * statistics.stdev(val):.2f} | "
-            f"| **{100 * statistics.mean(test):.3f}% ± {100 * statistics.stdev(test):.3f}** | | |"
-        )
-        rows += _ensemble_row(study, blanks_before=3, blanks_after=2)
+        cell = f" {_mean_sd([m['val_acc_average'] for _, m in records], 2)} |" if averaged else ""
+        rows.append(f"| **mean ± sd** | {_mean_sd(val, 2)} |{cell} | **{_mean_sd(test, 3)}** | | |")
+        rows += _ensemble_row(study, blanks_before=3 + averaged, blanks_after=2)
     return "\n".join(rows)
+
+
+def _mean_sd(values: list[float], digits: int) -> str:
+    return f"{100 * statistics.mean(values):.{digits}f}% ± {100 * statistics.stdev(values):.{digits}f}"
 
 
 def _table_without_validation(study: str, records: list[tuple[str, dict]]) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from helpers import FAST, ROOT, job_dir, make_folder, metrics_of, run_cli
 from test_models import REFERENCE
 
+from digits.callbacks import TailAverage
 from digits.data import DigitsDataModule
 from digits.data.augment import Augment
 from digits.data.batches import normalize
@@ -148,6 +150,56 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path, grid_di
     results = [{k: metrics_of(job_dir(sweep, i))[k] for k in keys} for i in range(3)]
     assert results[0] == results[1]
     assert results[0] != results[2]
+
+
+def test_tail_average_is_the_mean_of_the_window_and_survives_a_resume() -> None:
+    from types import SimpleNamespace
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    module = SimpleNamespace(net=net)
+    avg, seen = TailAverage(epochs=2), []
+    for epoch in range(4):  # max_epochs 4, window 2: the states after epochs 3 and 4
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn_like(p))
+            net[1].running_mean.copy_(torch.randn(2))
+            net[1].num_batches_tracked.fill_(10 * (epoch + 1))
+        seen.append({k: v.clone() for k, v in net.state_dict().items()})
+        avg.on_train_epoch_end(SimpleNamespace(current_epoch=epoch, max_epochs=4), module)  # type: ignore[arg-type]
+        if epoch == 2:  # a resume between epochs 3 and 4 continues from the checkpointed sum
+            resumed = TailAverage(epochs=2)
+            resumed.load_state_dict(avg.state_dict())
+            avg = resumed
+    got = avg.average(net)
+    assert got is not None and avg.count == 2
+    for key, value in got.items():
+        if key == "1.num_batches_tracked":
+            assert value == 40  # a counter, not averaged
+        else:
+            torch.testing.assert_close(value, (seen[2][key] + seen[3][key]) / 2)
+    assert TailAverage(epochs=2).average(net) is None  # stopped before the window: nothing to average
+
+
+def test_averaged_weights_are_the_ones_tested_saved_and_served(tmp_path: Path, grid_dir: Path) -> None:
+    from digits.evaluate import net_from_checkpoint, predict_probs, tested_checkpoint
+
+    args = [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=3", "final_weights=average", "average_epochs=2"]
+    proc = run_cli(args, cwd=tmp_path)
+    (run,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
+    m = metrics_of(run)
+    assert m["tested_weights"] == "average" and 0.0 < m["val_acc_average"] <= 1.0
+    assert "(averaged; best epoch" in proc.stdout + proc.stderr
+    assert tested_checkpoint(run) == run / "checkpoints" / "average.ckpt"
+    net, _ = net_from_checkpoint(run / "checkpoints" / "average.ckpt")
+    last, _ = net_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), last.state_dict().values()))
+    # The saved average is what the run tested with: its test predictions are predictions.npz's.
+    dm = DigitsDataModule(dir=str(grid_dir), batch_size=32, eval_batch_size=100, seed=0)
+    dm.prepare_data()
+    dm.setup()
+    assert dm.test is not None
+    with np.load(run / "predictions.npz") as saved:
+        torch.testing.assert_close(predict_probs(net, dm.test.images), torch.from_numpy(saved["test_probs"]))
 
 
 def test_the_best_recipe_trains(tmp_path: Path, grid_dir: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import ROOT
 
-STUDIES = ["compare_models", "optim_grid", "best", "best_more", "best_all", "best_elastic"]
+STUDIES = ["compare_models", "optim_grid", "best", "best_more", "best_all", "best_elastic", "best_average"]
 PAIRS = [("best", "best_elastic")]  # recipe changes, compared seed by seed on validation
 
 

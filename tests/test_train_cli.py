@@ -97,6 +97,7 @@ def test_bad_data_is_one_line_and_leaves_no_run_dir(tmp_path: Path, setup, expec
         (["init=orthogonal"], "unknown init 'orthogonal'"),
         (["no_such_key=1"], "unknown key no_such_key"),
         (["lr=fast"], "lr must be a number"),
+        (["final_weights=average", "average_epochs=0"], "average_epochs=0: must be >= 1"),
         (["logger=null"], "write ~logger instead"),
     ],
 )
