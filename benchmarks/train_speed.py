@@ -6,8 +6,8 @@
 (a) baseline: DataLoader over a TensorDataset of float images (per-sample indexing and collation), fp32, SGD,
     one validation pass per epoch: the report's loop.
 (b) digits: the project's own Trainer, DataModule and LightningModule with their defaults for the device
-    (on CPUs: data as uint8 tensors, channels_last where the model is faster so; on CUDA also bf16-mixed),
-    built from the real config.
+    (data as uint8 tensors on the device, channels_last where the model is faster so, bf16-mixed on GPUs and on
+    CPUs with bf16 instructions; its line names the precision and layout chosen), built from the real config.
 Both see the same split, the same number of batches per epoch, the same batch size and learning rate. Epoch times
 are steady state (median of epoch 2 onwards: epoch 1 pays start-up; so --epochs is at least 2). Each loop's line
 gives images/s and the arithmetic rate (GFLOP/s, from torch's FLOP counter on one training step of the model:
@@ -114,7 +114,15 @@ def project(batches: int, args: argparse.Namespace, device: torch.device, out_di
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer.fit(module, datamodule=dm)
-    return {"epoch_seconds": rec.epoch_seconds, "net": module.net, "peak_mb": peak_memory_mb(device), "dm": dm}
+    layout = ", channels_last" if module.channels_last else ""
+    setup = f"{trainer.precision}{layout}"  # what the defaults chose on this machine
+    return {
+        "epoch_seconds": rec.epoch_seconds,
+        "net": module.net,
+        "peak_mb": peak_memory_mb(device),
+        "dm": dm,
+        "setup": setup,
+    }
 
 
 def test_accuracy(net: torch.nn.Module, dm, device: torch.device) -> float | None:
@@ -180,7 +188,7 @@ def main() -> None:
         results["b"] = project(batches, args, device, Path(tmp))
         results["b"]["acc"] = test_accuracy(results["b"]["net"], results["b"]["dm"], device)
 
-    names = {"a": "plain PyTorch loop (DataLoader, fp32)", "b": "digits trainer (defaults)"}
+    names = {"a": "plain PyTorch loop (DataLoader, fp32)", "b": f"digits trainer (defaults: {results['b']['setup']})"}
     flops = training_flops_per_image()
     print(f"original CNN: {flops / 1e6:.1f} MFLOP per training image (forward + backward, torch's FLOP counter)")
     steady = {}

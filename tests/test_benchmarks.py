@@ -30,6 +30,7 @@ def test_train_speed_prints_both_loops_and_their_ratio(grid_dir: Path, tmp_path:
         (line,) = [x for x in out.splitlines() if x.startswith(loop)]
         assert re.search(r"s/epoch, [\d,]+ img/s, [\d.]+ GFLOP/s, test acc \d+\.\d\d%", line), line
     assert re.search(r"^ratio=\d+\.\d{3}$", out, re.M)
+    assert re.search(r"^\(b\) digits trainer \(defaults: (32-true|bf16-mixed)(, channels_last)?\)", out, re.M)
     assert not any(cwd.iterdir())  # the trainer's run dir was temporary
 
 
