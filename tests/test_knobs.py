@@ -43,17 +43,17 @@ def test_every_model_with_every_init_from_one_command(tmp_path: Path) -> None:
     args = [
         "-m",
         f"data.dir={data}",
-        "model=original,lenet,alexnet,ann",
+        "model=original,lenet,alexnet,ann,deotte",
         "init=default,normal,xavier,kaiming,zeros",
         *FAST,
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1",
-        "~logger",  # 20 jobs: no TensorBoard figures, this test is about building and training each pair
+        "~logger",  # 25 jobs: no TensorBoard figures, this test is about building and training each pair
     ]
     run_cli(args, cwd=tmp_path, timeout=600)
     summary = pd.read_csv(_sweep_dir(tmp_path) / "summary.csv")
-    assert len(summary) == 20
+    assert len(summary) == 25
     assert set(summary["status"]) == {"completed"}, summary[["overrides", "status"]]
     assert summary["test_acc"].notna().all()
 

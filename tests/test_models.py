@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from digits.cli_args import CONF_DIR
 from digits.errors import UserError
-from digits.models import INIT_SCHEMES, OriginalCNN, apply_init
+from digits.models import INIT_SCHEMES, DeotteCNN, OriginalCNN, apply_init
 from digits.models.summary import format_table, layer_table
 
 # The report's torchsummary table (docs/report.md).
@@ -41,6 +41,26 @@ def test_original_matches_the_reference_table() -> None:
     assert sum(p.numel() for p in model.parameters()) == 187_062
     text = format_table(model, layer_table(model))
     assert "[-1, 32, 24, 24]" in text and "25,632" in text and "Total params: 187,062" in text
+
+
+def test_deotte_follows_the_keras_original() -> None:
+    # Conv(32,3) Conv(32,3) Conv(32,5,s2,same) | Conv(64,3) Conv(64,3) Conv(64,5,s2,same) | Conv(128,4) | Dense(10),
+    # each convolution followed by ReLU then BatchNorm, Dropout(0.4) after each block and before the Dense layer.
+    rows = layer_table(DeotteCNN())
+    convs = [(r.shape, r.params) for r in rows if r.name.startswith("Conv2d")]
+    assert convs == [
+        ((-1, 32, 26, 26), 320),
+        ((-1, 32, 24, 24), 9_248),
+        ((-1, 32, 12, 12), 25_632),
+        ((-1, 64, 10, 10), 18_496),
+        ((-1, 64, 8, 8), 36_928),
+        ((-1, 64, 4, 4), 102_464),
+        ((-1, 128, 1, 1), 131_200),
+    ]
+    kinds = [r.name.split("-")[0] for r in rows]
+    assert kinds[:3] == ["Conv2d", "ReLU", "BatchNorm2d"]
+    assert kinds.count("Dropout") == 3 and kinds[-2:] == ["Dropout", "Linear"]
+    assert sum(p.numel() for p in DeotteCNN().parameters()) == 326_410
 
 
 @pytest.mark.parametrize("name", MODELS)

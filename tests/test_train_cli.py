@@ -92,7 +92,7 @@ def test_bad_data_is_one_line_and_leaves_no_run_dir(tmp_path: Path, setup, expec
 @pytest.mark.parametrize(
     "args, expect",
     [
-        (["model=nope"], "unknown model 'nope'; valid: alexnet, ann, lenet, original"),
+        (["model=nope"], "unknown model 'nope'; valid: alexnet, ann, deotte, lenet, original"),
         (["optim=rmsprop"], "unknown optim 'rmsprop'; valid: adam, adamw, sgd"),
         (["init=orthogonal"], "unknown init 'orthogonal'"),
         (["no_such_key=1"], "unknown key no_such_key"),
