@@ -11,8 +11,8 @@ import pytest
 import torch
 from helpers import ROOT
 
-STUDIES = ["compare_models", "optim_grid", "best", "best_more", "best_all", "best_elastic", "best_average"]
-PAIRS = [("best", "best_elastic")]  # recipe changes, compared seed by seed on validation
+STUDIES = ["compare_models", "optim_grid", "best", "best_more", "best_all", "best_elastic", "best_average", "best_bf16"]
+PAIRS = [("best", "best_elastic"), ("best", "best_bf16")]  # recipe changes, compared seed by seed on validation
 
 
 def _tables():
