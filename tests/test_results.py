@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import ROOT
@@ -58,3 +59,25 @@ def test_tta_check_shifts_fill_with_background_instead_of_wrapping() -> None:
         assert int((out == 0).sum()) == 25 - (5 - abs(dy)) * (5 - abs(dx))  # the uncovered border is background
         assert torch.equal(module.shifted(out, -dy, -dx)[..., 1:4, 1:4], x[..., 1:4, 1:4])  # and back again
     assert torch.equal(module.shifted(x, 0, 0), x)
+
+
+def test_overlap_counts_the_errors_two_runs_share(tmp_path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("overlap", ROOT / "results" / "overlap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from digits.runs import RunDir, RunRecord
+
+    labels = np.zeros(10, dtype=np.int64)
+    wrong_on = {"a/0_seed=0": [1, 2, 3, 4], "a/1_seed=1": [1, 2, 5, 6], "b/0_seed=0": [7, 8, 9, 1]}
+    for name, wrong in wrong_on.items():
+        run = RunDir(tmp_path / name)
+        run.path.mkdir(parents=True)
+        run.write_record(RunRecord(status="completed"))
+        probs = np.eye(10, dtype=np.float32)[np.where(np.isin(np.arange(10), wrong), 3, 0)]
+        run.write_predictions({"test_probs": probs, "test_labels": labels})
+    assert module.errors(tmp_path / "a/1_seed=1") == {1, 2, 5, 6}
+    module.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    assert "within a: 2 runs, 4.0 errors a run, 33.3% of errors shared by a pair" in out  # {1,2} of {1..6}
+    assert "within b: 1 runs, 4.0 errors a run\n" in out  # a single run has no pair
+    assert "across a / b: 14.3% of errors shared by a pair" in out  # {1} of 7, both pairs
