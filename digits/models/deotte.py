@@ -8,7 +8,8 @@ padding of the stride-2 convolutions is padding 2 here: the same output sizes (2
 4 -> 1), 326,410 parameters.
 
 It costs about what the report's CNN does (30 MFLOP forward per image, against 27) but reaches its features in
-another way, so its errors overlap less with those of `original`: a second family of ensemble members.
+another way (strided convolutions for max pools, elementwise dropout for Dropout2d): a second family of ensemble
+members. `results/overlap.py` measures how much its mistakes differ from those of `original`.
 """
 
 from __future__ import annotations
