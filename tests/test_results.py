@@ -12,8 +12,22 @@ import pytest
 import torch
 from helpers import ROOT
 
-STUDIES = ["compare_models", "optim_grid", "best", "best_more", "best_all", "best_elastic", "best_average", "best_bf16"]
-PAIRS = [("best", "best_elastic"), ("best", "best_bf16")]  # recipe changes, compared seed by seed on validation
+STUDIES = [
+    "compare_models",
+    "optim_grid",
+    "best",
+    "best_more",
+    "best_all",
+    "best_elastic",
+    "best_average",
+    "best_bf16",
+    "best_deotte",
+]
+PAIRS = [
+    ("best", "best_elastic"),
+    ("best", "best_bf16"),
+    ("best_bf16", "best_deotte"),
+]  # recipe changes, compared seed by seed on validation
 
 
 def _tables():
