@@ -365,9 +365,10 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
     resume = any(a.startswith("resume=") for a in args)
     if multirun:
         _check_same_sweep(target, args)
-    elif named and not resume and run.holds_results():
-        raise UserError(f"already holds a run; resume it with resume={target} or choose another dir", target)
     run.claim()
+    if not multirun and named and not resume and run.holds_results():
+        run.release()  # checked after the claim: a run that finishes here meanwhile has written its results first
+        raise UserError(f"already holds a run; resume it with resume={target} or choose another dir", target)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     extra = [f"{key}={quote(str(target))}"] if not named else []
     if multirun:

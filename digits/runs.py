@@ -257,21 +257,22 @@ class RunDir:
         mine["existing"] = existing
         mine["since"] = dt.datetime.now().isoformat(timespec="seconds")
         for _ in range(2):
-            try:
-                fd = os.open(self.claim_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                other = self._read_claim()
-                if other and _alive(other):
-                    raise UserError(
-                        f"is in use by another run (pid {other.get('pid')} on {other.get('host')}); "
-                        "choose another dir or wait for it to finish",
-                        self.path,
-                    ) from None
-                self.claim_file.unlink(missing_ok=True)  # a stale marker: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(mine, f)
-            return
+            if _create_exclusive(self.claim_file, json.dumps(mine)):
+                return
+            other = self._read_claim()
+            if other is None and self.claim_file.exists():
+                raise UserError(
+                    f"has a run marker {self.claim_file.name} that cannot be read; if no run uses this dir, "
+                    "delete the marker and start again",
+                    self.path,
+                )
+            if other and _alive(other):
+                raise UserError(
+                    f"is in use by another run (pid {other.get('pid')} on {other.get('host')}); "
+                    "choose another dir or wait for it to finish",
+                    self.path,
+                )
+            self.claim_file.unlink(missing_ok=True)  # a stale marker: its process is gone
         raise UserError("could not claim the run dir (its marker keeps reappearing)", self.path)
 
     def owned(self) -> bool:
@@ -311,6 +312,29 @@ class RunDir:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+
+def _create_exclusive(path: Path, text: str) -> bool:
+    """Create `path` holding `text` only if it does not exist; False if it does. The file appears whole (written
+    aside, then hard-linked into place), so a second process never reads an empty marker and takes it for a dead
+    one's. Filesystems without hard links fall back to O_EXCL, where a reader may see the file before its text."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _make_dirs(path: Path) -> list[Path]:
@@ -361,6 +385,19 @@ def _plain(e: BaseException) -> str:
 
 
 # --- reading many runs --------------------------------------------------------------------------------------------
+def tested_val_acc(record: dict[str, Any]) -> float | None:
+    """The validation accuracy of the weights that were tested: the last epoch's for final_weights=last, the
+    averaged weights' for average, the best epoch's otherwise. Ranking runs by `val_acc_best` instead would favour
+    a lucky epoch whose weights were never tested."""
+    tested = record.get("tested_weights")
+    if tested == "average":
+        return record.get("val_acc_average")
+    if tested == "last":
+        accs = [a for a in record.get("val_acc") or [] if a is not None]
+        return accs[-1] if accs else None
+    return record.get("val_acc_best")
+
+
 def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     return RunDir(run_dir).read_record()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -72,6 +73,36 @@ def test_two_runs_started_together_never_share_a_run_dir(tmp_path: Path, grid_di
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     dirs = {p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")}
     assert len(dirs) == 2
+
+
+def test_a_marker_being_written_is_never_taken_for_a_dead_runs(tmp_path: Path) -> None:
+    """The two windows of the race above, made deterministic: a marker read before its text is there, and a run
+    that finishes between the results check and the claim."""
+    from digits.cli_args import prepare
+    from digits.errors import UserError
+    from digits.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.claim()
+    assert json.loads(run.claim_file.read_text())["pid"] == os.getpid()  # whole at once, no temp file left
+    assert sorted(p.name for p in run.path.iterdir()) == [".digits-claim"]
+    run.claim_file.write_text("")  # what a reader saw while O_EXCL's file was still empty
+    with pytest.raises(UserError, match="cannot be read; if no run uses this dir, delete the marker"):
+        RunDir(run.path).claim()
+    assert run.claim_file.read_text() == ""  # not taken over
+
+    target = tmp_path / "finished"
+    real_claim = RunDir.claim
+
+    def claim_after_the_other_run_finished(self: RunDir) -> None:
+        real_claim(self)
+        self.metrics.write_text("{}")  # the other run wrote its results and gave the dir up
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RunDir, "claim", claim_after_the_other_run_finished)
+        with pytest.raises(UserError, match="already holds a run"):
+            prepare([f"hydra.run.dir={target}"])
+    assert sorted(p.name for p in target.iterdir()) == ["metrics.json"]  # its marker is gone, the results stay
 
 
 def test_a_failed_run_removes_only_what_it_made(tmp_path: Path) -> None:
