@@ -2,8 +2,8 @@
 
 Each run already holds its best checkpoint's test-set probabilities (predictions.npz), so an ensemble costs no
 inference. Members must have predicted the same test images (checked by a fingerprint). `--top K` keeps the K
-members with the best *validation* accuracy: the test split never chooses anything. Writes ensemble.json (members,
-their accuracies, the ensemble's) and, for an unlabelled test split, submission.csv.
+members whose tested weights have the best *validation* accuracy: the test split never chooses anything. Writes
+ensemble.json (members, their accuracies, the ensemble's) and, for an unlabelled test split, submission.csv.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def ensemble(run_dirs: list[Path], top: int | None = None) -> dict[str, Any]:
     """Mean softmax over members; accuracies when the test split is labelled."""
     metrics = {d: runs.read_metrics(d) or {} for d in run_dirs}
     if top is not None:
-        ranked = sorted(run_dirs, key=lambda d: -(metrics[d].get("val_acc_best") or 0.0))
+        ranked = sorted(run_dirs, key=lambda d: -(runs.tested_val_acc(metrics[d]) or 0.0))
         run_dirs = ranked[:top]
     preds = {d: _load(d) for d in run_dirs}
     fingerprints = {str(p.get("test_fingerprint")) for p in preds.values()}
@@ -70,7 +70,14 @@ def ensemble(run_dirs: list[Path], top: int | None = None) -> dict[str, Any]:
     members = []
     for d in run_dirs:
         member_acc = None if labels is None else float((preds[d]["test_probs"].argmax(1) == labels).mean())
-        members.append({"run": str(d), "val_acc_best": metrics[d].get("val_acc_best"), "test_acc": member_acc})
+        members.append(
+            {
+                "run": str(d),
+                "val_acc": runs.tested_val_acc(metrics[d]),
+                "val_acc_best": metrics[d].get("val_acc_best"),
+                "test_acc": member_acc,
+            }
+        )
     return {
         "members": members,
         "n_members": len(members),
@@ -107,7 +114,12 @@ def _output_dir(given: Path | None) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m digits.ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run dirs and/or sweep dirs")
-    parser.add_argument("--top", type=positive_int, default=None, help="keep the K members with the best val accuracy")
+    parser.add_argument(
+        "--top",
+        type=positive_int,
+        default=None,
+        help="keep the K members whose tested weights have the best val accuracy",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output dir (default outputs/ensemble/<date>/<time>)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     out = _output_dir(args.out)
@@ -121,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     runs.write_json_atomic(out / "ensemble.json", result)
     for m in result["members"]:
         acc = "" if m["test_acc"] is None else f"  test {100 * m['test_acc']:.2f}%"
-        val = m["val_acc_best"]
+        val = m["val_acc"]
         print(f"member {m['run']}: val {100 * val:.2f}%{acc}" if val is not None else f"member {m['run']}{acc}")
     if result["test_acc"] is not None:
         print(

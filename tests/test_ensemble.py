@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from helpers import FAST, job_dir, metrics_of, run_cli
 
+from digits import runs
+
 
 def _sweep(cwd: Path, data: Path, seeds: str) -> Path:
     run_cli(["-m", f"data.dir={data}", f"seed={seeds}", *FAST, "trainer.limit_train_batches=3"], cwd=cwd)
@@ -34,7 +36,7 @@ def test_ensemble_of_a_labelled_sweep(tmp_path: Path, grid_dir: Path) -> None:
     top = tmp_path / "top"
     run_cli([str(sweep), "--top", "2", "--out", str(top)], cwd=tmp_path, module="digits.ensemble")
     chosen = {Path(m["run"]).name for m in json.loads((top / "ensemble.json").read_text())["members"]}
-    vals = {job_dir(sweep, i).name: metrics_of(job_dir(sweep, i))["val_acc_best"] for i in range(3)}
+    vals = {job_dir(sweep, i).name: runs.tested_val_acc(metrics_of(job_dir(sweep, i))) for i in range(3)}
     assert chosen == set(sorted(vals, key=lambda k: -vals[k])[:2])
 
     again = run_cli([str(sweep), "--out", str(out)], cwd=tmp_path, module="digits.ensemble", check=False)
@@ -51,15 +53,39 @@ def test_ensemble_writes_a_kaggle_submission(tmp_path: Path, kaggle_dir: Path) -
     assert json.loads((out / "ensemble.json").read_text())["test_acc"] is None
 
 
+def test_top_ranks_by_the_validation_accuracy_of_the_tested_weights(tmp_path: Path) -> None:
+    """A run tested with its last weights is ranked by its last epoch, not by a better epoch it did not keep."""
+    labels = np.arange(10) % 10
+    records = {
+        "lucky_peak": {"tested_weights": "last", "val_acc": [0.99, 0.90], "val_acc_best": 0.99},
+        "steady": {"tested_weights": "last", "val_acc": [0.93, 0.95, None], "val_acc_best": 0.95},
+        "averaged": {"tested_weights": "average", "val_acc_average": 0.97, "val_acc_best": 0.98},
+        "best_epoch": {"tested_weights": "best", "val_acc": [0.94, 0.92], "val_acc_best": 0.94},
+    }
+    for name, record in records.items():
+        run = tmp_path / name
+        run.mkdir()
+        probs = np.eye(10, dtype=np.float32)[labels]
+        np.savez(run / "predictions.npz", test_probs=probs, test_labels=labels, test_fingerprint=np.array("f00d"))
+        (run / "metrics.json").write_text(json.dumps({"status": "completed", **record}))
+    out = tmp_path / "top"
+    proc = run_cli(
+        [*(str(tmp_path / n) for n in records), "--top", "2", "--out", str(out)], cwd=tmp_path, module="digits.ensemble"
+    )
+    members = json.loads((out / "ensemble.json").read_text())["members"]
+    assert [Path(m["run"]).name for m in members] == ["averaged", "steady"]
+    assert [m["val_acc"] for m in members] == [0.97, 0.95] and "val 97.00%" in proc.stdout
+
+
 def test_members_must_share_a_test_set(tmp_path: Path) -> None:
-    runs = []
+    members = []
     for name, fingerprint in (("a", "f00d"), ("b", "beef")):
         run = tmp_path / name
         run.mkdir()
         probs = np.full((5, 10), 0.1, dtype=np.float32)
         np.savez(run / "predictions.npz", test_probs=probs, test_fingerprint=np.array(fingerprint))
         (run / "metrics.json").write_text(json.dumps({"status": "completed", "val_acc_best": 0.5}))
-        runs.append(str(run))
-    proc = run_cli([*runs, "--out", str(tmp_path / "e")], cwd=tmp_path, module="digits.ensemble", check=False)
+        members.append(str(run))
+    proc = run_cli([*members, "--out", str(tmp_path / "e")], cwd=tmp_path, module="digits.ensemble", check=False)
     assert proc.returncode == 2 and "different test sets" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
