@@ -60,8 +60,13 @@ FAST = ["debug=fast", "trainer.max_epochs=2"]
 
 
 def cli_env(cwd: Path) -> dict[str, str]:
-    """The environment a CLI test runs in: this checkout importable, the embedded data kept inside the test's dir."""
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
+    """The environment a CLI test runs in: this checkout importable, the embedded data kept inside the test's dir.
+    Under pytest-xdist each worker's runs get one thread (OMP_NUM_THREADS=1): the workers already fill the cores,
+    and more threads would only fight over them."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
 
 
 def run_cli(
