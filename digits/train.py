@@ -97,7 +97,12 @@ def _task(cfg: DictConfig) -> float:
     except OSError as e:  # a full disk or a vanished dir mid-run: the environment, not a bug of ours
         report(UserError(f"cannot write: {e.strerror or e}", e.filename or run.path))
         sys.exit(EXIT_USER_ERROR)
-    return float(record.val_acc_best or 0.0) if record else 0.0
+    return _objective(record.to_json() if record else None)
+
+
+def _objective(record: dict[str, Any] | None) -> float:
+    """What a job returns to a sweeper that maximizes (Optuna): the validation accuracy of the weights it tested."""
+    return float((runs.tested_val_acc(record) if record else None) or 0.0)
 
 
 def _sweep_job(cfg: DictConfig, run: runs.RunDir) -> float:
@@ -109,7 +114,7 @@ def _sweep_job(cfg: DictConfig, run: runs.RunDir) -> float:
         return 0.0
     if prior and prior.get("status") in runs.FINISHED:
         log.info("job %s already %s; skipping", run.path, prior["status"])
-        return float(prior.get("val_acc_best") or 0.0)
+        return _objective(prior)
     try:
         run.claim()
     except UserError as e:
@@ -135,7 +140,7 @@ def _sweep_job(cfg: DictConfig, run: runs.RunDir) -> float:
         return 0.0
     finally:
         run.release()
-    return float(record.val_acc_best or 0.0) if record else 0.0
+    return _objective(record.to_json() if record else None)
 
 
 class _without_sbatch_echo:
