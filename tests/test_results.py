@@ -95,3 +95,32 @@ def test_overlap_counts_the_errors_two_runs_share(tmp_path, capsys) -> None:
     assert "within a: 2 runs, 4.0 errors a run, 33.3% of errors shared by a pair" in out  # {1,2} of {1..6}
     assert "within b: 1 runs, 4.0 errors a run\n" in out  # a single run has no pair
     assert "across a / b: 14.3% of errors shared by a pair" in out  # {1} of 7, both pairs
+
+
+def test_kaggle_split_hides_the_answers_and_scores_a_submission(tmp_path) -> None:
+    import pandas as pd
+    from helpers import make_folder
+
+    spec = importlib.util.spec_from_file_location("kaggle_split", ROOT / "results" / "kaggle_split.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    src = make_folder(tmp_path / "mnist", n_train=60, n_test=40, header="kaggle", test="labelled")
+    out = tmp_path / "cut"
+    module.make(src, out, n_train=70, seed=3)
+    train, test = pd.read_csv(out / "train.csv"), pd.read_csv(out / "test.csv")
+    key = pd.read_csv(tmp_path / "cut_answers.csv")
+    assert len(train) == 70 and len(test) == 30 and "label" not in test.columns
+    assert sorted(p.name for p in out.iterdir()) == ["test.csv", "train.csv"]  # the key is outside the folder
+    pooled = pd.concat([pd.read_csv(src / "train.csv"), pd.read_csv(src / "test.csv")])
+    rebuilt = pd.concat([train, test.assign(label=key["Label"].to_numpy())[train.columns]])
+    assert sorted(map(tuple, rebuilt.to_numpy())) == sorted(map(tuple, pooled.to_numpy()))  # every image, once
+    with pytest.raises(SystemExit, match="exists already"):
+        module.make(src, out)
+
+    submission = key.copy()
+    submission.loc[:2, "Label"] = (submission.loc[:2, "Label"] + 1) % 10  # three wrong
+    submission.sample(frac=1, random_state=0).to_csv(tmp_path / "submission.csv", index=False)  # any row order
+    assert module.score(tmp_path / "cut_answers.csv", tmp_path / "submission.csv") == (27, 30)
+    submission.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(SystemExit, match="ImageIds are not those"):
+        module.score(tmp_path / "cut_answers.csv", tmp_path / "short.csv")

@@ -1,0 +1,76 @@
+"""A Kaggle-format folder cut from MNIST, and a scorer for its submissions: what `experiment=best` gives where Kaggle's
+Digit Recognizer scores it, 42,000 labelled training rows and 28,000 unlabelled test rows (the competition's sizes),
+drawn at random from MNIST's 70,000 images. The answer key is written beside the folder, never in it, so a run sees
+only what a Kaggle user has.
+
+    python results/kaggle_split.py make data/mnist data/kaggle_mnist     # train.csv, test.csv; kaggle_mnist_answers.csv
+    python results/kaggle_split.py score data/kaggle_mnist_answers.csv outputs/.../submission.csv ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from digits.data.csv import KAGGLE_COLUMNS as PIXELS
+
+
+def answers_path(folder: Path) -> Path:
+    return folder.parent / f"{folder.name}_answers.csv"
+
+
+def make(src: Path, out: Path, n_train: int = 42_000, seed: int = 0) -> None:
+    """Pool the labelled train.csv and test.csv of `src`, shuffle with `seed`, and write the first `n_train` rows as a
+    labelled train.csv and the rest as an unlabelled test.csv (Kaggle's headers), with their labels in the key."""
+    if out.exists() or answers_path(out).exists():
+        raise SystemExit(f"{out} or its answer key exists already; choose another folder")
+    frames = [pd.read_csv(src / name) for name in ("train.csv", "test.csv")]
+    pooled = pd.concat(frames, ignore_index=True)
+    if list(pooled.columns) != ["label", *PIXELS]:
+        raise SystemExit(f"{src}: expected labelled CSVs with Kaggle's columns (label, pixel0..pixel783)")
+    if not 0 < n_train < len(pooled):
+        raise SystemExit(f"--train-rows must be between 1 and {len(pooled) - 1}, got {n_train}")
+    order = np.random.default_rng(seed).permutation(len(pooled))
+    train, test = pooled.iloc[order[:n_train]], pooled.iloc[order[n_train:]]
+    out.mkdir(parents=True)
+    train.to_csv(out / "train.csv", index=False)
+    test[PIXELS].to_csv(out / "test.csv", index=False)
+    key = pd.DataFrame({"ImageId": np.arange(1, len(test) + 1), "Label": test["label"].to_numpy()})
+    key.to_csv(answers_path(out), index=False)
+    print(f"{out}: {len(train):,} training rows, {len(test):,} test rows; answers in {answers_path(out)}")
+
+
+def score(answers: Path, submission: Path) -> tuple[int, int]:
+    """(correct, total) of a submission.csv against the key; both must list the same ImageIds."""
+    key = pd.read_csv(answers).set_index("ImageId")["Label"]
+    sub = pd.read_csv(submission).set_index("ImageId")["Label"]
+    if sorted(sub.index) != sorted(key.index):
+        raise SystemExit(f"{submission}: its ImageIds are not those of {answers}")
+    return int((sub.loc[key.index] == key).sum()), len(key)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("make", help="cut a Kaggle-format folder from a labelled MNIST folder")
+    m.add_argument("src", type=Path)
+    m.add_argument("out", type=Path)
+    m.add_argument("--train-rows", type=int, default=42_000)
+    m.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("score", help="accuracy of submission.csv files against the answer key")
+    s.add_argument("answers", type=Path)
+    s.add_argument("submissions", type=Path, nargs="+")
+    args = parser.parse_args()
+    if args.command == "make":
+        make(args.src, args.out, args.train_rows, args.seed)
+        return
+    for path in args.submissions:
+        correct, total = score(args.answers, path)
+        print(f"{path}: {100 * correct / total:.3f}% ({total - correct} errors of {total:,})")
+
+
+if __name__ == "__main__":
+    main()
