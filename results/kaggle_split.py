@@ -4,7 +4,10 @@ drawn at random from MNIST's 70,000 images. The answer key is written beside the
 only what a Kaggle user has.
 
     python results/kaggle_split.py make data/mnist data/kaggle_mnist     # train.csv, test.csv; kaggle_mnist_answers.csv
-    python results/kaggle_split.py score data/kaggle_mnist_answers.csv outputs/.../submission.csv ...
+    python results/kaggle_split.py score data/kaggle_mnist_answers.csv outputs/.../submission.csv ... [--out scores.csv]
+
+`--out` keeps the scores, one row a submission, where results/tables.py finds them for a run whose own test split
+was unlabelled.
 """
 
 from __future__ import annotations
@@ -63,13 +66,18 @@ def main() -> None:
     s = sub.add_parser("score", help="accuracy of submission.csv files against the answer key")
     s.add_argument("answers", type=Path)
     s.add_argument("submissions", type=Path, nargs="+")
+    s.add_argument("--out", type=Path, default=None, help="also write the scores to this CSV")
     args = parser.parse_args()
     if args.command == "make":
         make(args.src, args.out, args.train_rows, args.seed)
         return
+    rows = []
     for path in args.submissions:
         correct, total = score(args.answers, path)
+        rows.append({"submission": str(path), "correct": correct, "total": total, "accuracy": correct / total})
         print(f"{path}: {100 * correct / total:.3f}% ({total - correct} errors of {total:,})")
+    if args.out is not None:
+        pd.DataFrame(rows).to_csv(args.out, index=False)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
     python results/tables.py compare_models optim_grid best
     python results/tables.py best..best_elastic      # two recipes, seed by seed (the same seed, the same split)
 
-So every number in the README's tables can be traced to a run's own record. Seconds per epoch are the median over
+So every number in the README's tables can be traced to a run's own record (or, for a run whose test split was
+unlabelled, to the study's scores.csv of its submission.csv). Seconds per epoch are the median over
 the run's epochs (validation included): a median, because a few epochs of some runs shared the CPU with other work.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import statistics
 import sys
@@ -33,8 +35,24 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def kaggle_scores(study: str) -> dict[str, float]:
+    """Accuracy by submission.csv path, from results/<study>/scores.csv (`kaggle_split.py score --out`): the test
+    accuracy of runs whose own test split was unlabelled, scored against an answer key they never saw."""
+    path = HERE / study / "scores.csv"
+    if not path.is_file():
+        return {}
+    with path.open() as f:
+        return {row["submission"]: float(row["accuracy"]) for row in csv.DictReader(f)}
+
+
+def scored(study: str, records: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The records with `test_acc` filled in from the study's scores where the run could not score itself."""
+    by_job = {Path(sub).parent.name: acc for sub, acc in kaggle_scores(study).items()}
+    return [(n, m if m["test_acc"] is not None else {**m, "test_acc": by_job.get(n)}) for n, m in records]
+
+
 def table(study: str) -> str:
-    records = jobs(study)
+    records = scored(study, jobs(study))
     if all(m["val_acc_best"] is None for _, m in records):
         return _table_without_validation(study, records)
     # Runs tested with averaged weights (final_weights=average) also validated them: both columns, side by side.
@@ -84,6 +102,8 @@ def _ensemble_row(study: str, blanks_before: int, blanks_after: int) -> list[str
     if not ensemble.is_file():
         return []
     e = json.loads(ensemble.read_text())
+    if e["test_acc"] is None:
+        e["test_acc"] = kaggle_scores(study).get(e.get("submission"))
     blank = " |"
     row = f"| **ensemble of the {e['n_members']}** (mean softmax) |" + blank * (blanks_before - 1)
     return [row + f" **{pct(e['test_acc'])}** |" + blank * blanks_after]

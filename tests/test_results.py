@@ -124,3 +124,24 @@ def test_kaggle_split_hides_the_answers_and_scores_a_submission(tmp_path) -> Non
     submission.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(SystemExit, match="ImageIds are not those"):
         module.score(tmp_path / "cut_answers.csv", tmp_path / "short.csv")
+
+
+def test_tables_take_the_test_column_of_unlabelled_runs_from_their_scores(tmp_path, monkeypatch) -> None:
+    tables = _tables()
+    monkeypatch.setattr(tables, "HERE", tmp_path)
+    study = tmp_path / "kaggle"
+    for i in range(3):
+        job = study / f"{i}_seed={i}"
+        job.mkdir(parents=True)
+        record = {"val_acc": [0.99, 0.9952], "val_acc_best": 0.9952, "best_epoch": 2, "test_acc": None, "epochs": 2}
+        (job / "metrics.json").write_text(json.dumps({**record, "epoch_seconds": [10.0, 12.0]}))
+    rows = ["submission,correct,total,accuracy"]
+    rows += [f"outputs/k/{i}_seed={i}/submission.csv,0,1,{acc}" for i, acc in enumerate([0.995, 0.996, 0.994])]
+    rows.append("outputs/k_ens/submission.csv,0,1,0.9971")
+    (study / "scores.csv").write_text("\n".join(rows) + "\n")
+    ensemble = {"n_members": 3, "test_acc": None, "submission": "outputs/k_ens/submission.csv"}
+    (study / "ensemble.json").write_text(json.dumps(ensemble))
+    table = tables.table("kaggle")
+    assert "| seed=1 | 99.52% | 99.52% (2) | 99.60% | 2 | 11.0 |" in table
+    assert "| **mean ± sd** | 99.52% ± 0.00 | | **99.500% ± 0.100** | | |" in table
+    assert "| **ensemble of the 3** (mean softmax) | | | **99.71%** | | |" in table
