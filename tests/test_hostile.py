@@ -105,6 +105,19 @@ def test_a_marker_being_written_is_never_taken_for_a_dead_runs(tmp_path: Path) -
     assert sorted(p.name for p in target.iterdir()) == ["metrics.json"]  # its marker is gone, the results stay
 
 
+def test_a_marker_is_exclusive_without_hard_links_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from digits import runs
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what some FUSE and network filesystems answer
+
+    monkeypatch.setattr(runs.os, "link", no_links)
+    marker = tmp_path / ".digits-claim"
+    assert runs._create_exclusive(marker, '{"pid": 1}') and marker.read_text() == '{"pid": 1}'
+    assert not runs._create_exclusive(marker, '{"pid": 2}') and marker.read_text() == '{"pid": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".digits-claim"]
+
+
 def test_a_failed_run_removes_only_what_it_made(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
