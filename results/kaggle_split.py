@@ -32,6 +32,7 @@ def make(src: Path, out: Path, n_train: int = 42_000, seed: int = 0) -> None:
         raise SystemExit(f"{out} or its answer key exists already; choose another folder")
     frames = [pd.read_csv(src / name) for name in ("train.csv", "test.csv")]
     pooled = pd.concat(frames, ignore_index=True)
+    origin = np.repeat(["train.csv", "test.csv"], [len(f) for f in frames])
     if list(pooled.columns) != ["label", *PIXELS]:
         raise SystemExit(f"{src}: expected labelled CSVs with Kaggle's columns (label, pixel0..pixel783)")
     if not 0 < n_train < len(pooled):
@@ -41,18 +42,32 @@ def make(src: Path, out: Path, n_train: int = 42_000, seed: int = 0) -> None:
     out.mkdir(parents=True)
     train.to_csv(out / "train.csv", index=False)
     test[PIXELS].to_csv(out / "test.csv", index=False)
-    key = pd.DataFrame({"ImageId": np.arange(1, len(test) + 1), "Label": test["label"].to_numpy()})
+    ids, labels = np.arange(1, len(test) + 1), test["label"].to_numpy()
+    key = pd.DataFrame({"ImageId": ids, "Label": labels, "From": origin[order[n_train:]]})  # which source file
     key.to_csv(answers_path(out), index=False)
     print(f"{out}: {len(train):,} training rows, {len(test):,} test rows; answers in {answers_path(out)}")
 
 
 def score(answers: Path, submission: Path) -> tuple[int, int]:
     """(correct, total) of a submission.csv against the key; both must list the same ImageIds."""
+    correct = _correct(answers, submission)
+    return int(correct.sum()), len(correct)
+
+
+def score_by_source(answers: Path, submission: Path) -> dict[str, tuple[int, int]]:
+    """(correct, total) for the test rows drawn from each source file (MNIST's train.csv and test.csv): MNIST's own
+    test images and its training images are not equally hard."""
+    correct = _correct(answers, submission)
+    source = pd.read_csv(answers).set_index("ImageId")["From"]
+    return {name: (int(correct[source == name].sum()), int((source == name).sum())) for name in sorted(set(source))}
+
+
+def _correct(answers: Path, submission: Path) -> pd.Series:
     key = pd.read_csv(answers).set_index("ImageId")["Label"]
     sub = pd.read_csv(submission).set_index("ImageId")["Label"]
     if sorted(sub.index) != sorted(key.index):
         raise SystemExit(f"{submission}: its ImageIds are not those of {answers}")
-    return int((sub.loc[key.index] == key).sum()), len(key)
+    return sub.loc[key.index] == key
 
 
 def main() -> None:
@@ -75,7 +90,9 @@ def main() -> None:
     for path in args.submissions:
         correct, total = score(args.answers, path)
         rows.append({"submission": str(path), "correct": correct, "total": total, "accuracy": correct / total})
-        print(f"{path}: {100 * correct / total:.3f}% ({total - correct} errors of {total:,})")
+        by_source = score_by_source(args.answers, path).items()
+        parts = "; ".join(f"{100 * c / t:.3f}% of the {t:,} from {name}" for name, (c, t) in by_source)
+        print(f"{path}: {100 * correct / total:.3f}% ({total - correct} errors of {total:,}; {parts})")
     if args.out is not None:
         pd.DataFrame(rows).to_csv(args.out, index=False)
 

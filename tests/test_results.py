@@ -117,10 +117,13 @@ def test_kaggle_split_hides_the_answers_and_scores_a_submission(tmp_path) -> Non
     with pytest.raises(SystemExit, match="exists already"):
         module.make(src, out)
 
-    submission = key.copy()
+    submission = key[["ImageId", "Label"]].copy()
     submission.loc[:2, "Label"] = (submission.loc[:2, "Label"] + 1) % 10  # three wrong
     submission.sample(frac=1, random_state=0).to_csv(tmp_path / "submission.csv", index=False)  # any row order
     assert module.score(tmp_path / "cut_answers.csv", tmp_path / "submission.csv") == (27, 30)
+    parts = module.score_by_source(tmp_path / "cut_answers.csv", tmp_path / "submission.csv")
+    assert sum(c for c, _ in parts.values()) == 27 and sum(t for _, t in parts.values()) == 30
+    assert set(parts) <= {"train.csv", "test.csv"} and set(key["From"]) == set(parts)
     submission.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(SystemExit, match="ImageIds are not those"):
         module.score(tmp_path / "cut_answers.csv", tmp_path / "short.csv")
