@@ -89,8 +89,11 @@ def main() -> None:
     rows = []
     for path in args.submissions:
         correct, total = score(args.answers, path)
-        rows.append({"submission": str(path), "correct": correct, "total": total, "accuracy": correct / total})
+        row = {"submission": str(path), "correct": correct, "total": total, "accuracy": correct / total}
         by_source = score_by_source(args.answers, path).items()
+        for name, (c, t) in by_source:
+            row |= {f"correct from {name}": c, f"total from {name}": t}
+        rows.append(row)
         parts = "; ".join(f"{100 * c / t:.3f}% of the {t:,} from {name}" for name, (c, t) in by_source)
         print(f"{path}: {100 * correct / total:.3f}% ({total - correct} errors of {total:,}; {parts})")
     if args.out is not None:

@@ -51,6 +51,24 @@ def scored(study: str, records: list[tuple[str, dict]]) -> list[tuple[str, dict]
     return [(n, m if m["test_acc"] is not None else {**m, "test_acc": by_job.get(n)}) for n, m in records]
 
 
+def by_source(study: str) -> str:
+    """A Kaggle-format study's scores split by the file of the source folder each test row came from."""
+    with (HERE / study / "scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    sources = sorted({k.removeprefix("total from ") for k in rows[0] if k.startswith("total from ")}, reverse=True)
+    out = [
+        "| submission | all | " + " | ".join(f"from {name}" for name in sources) + " |",
+        "|---|---|" + "---|" * len(sources),
+    ]
+    for row in rows:
+        parent = Path(row["submission"]).parent.name
+        name = varied(parent) if parent[:1].isdigit() else "ensemble"
+        cells = [(int(row["correct"]), int(row["total"]))]
+        cells += [(int(row[f"correct from {s}"]), int(row[f"total from {s}"])) for s in sources]
+        out.append(f"| {name} | " + " | ".join(f"{100 * c / t:.3f}% of {t:,}" for c, t in cells) + " |")
+    return "\n".join(out)
+
+
 def table(study: str) -> str:
     records = scored(study, jobs(study))
     if all(m["val_acc_best"] is None for _, m in records):
@@ -133,3 +151,5 @@ def paired(base: str, other: str) -> str:
 if __name__ == "__main__":
     for study in sys.argv[1:] or ["compare_models", "optim_grid", "best"]:
         print(f"{study}:\n\n{paired(*study.split('..')) if '..' in study else table(study)}\n")
+        if (HERE / study / "scores.csv").is_file():
+            print(f"{study}, by source:\n\n{by_source(study)}\n")
