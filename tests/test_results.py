@@ -23,8 +23,10 @@ STUDIES = [
     "best_bf16",
     "best_deotte",
     "kaggle_best",
+    "kaggle_best_all",
 ]
-KAGGLE_STUDIES = ["kaggle_best"]  # scored against an answer key: results/<study>/scores.csv
+# Scored against an answer key (results/<study>/scores.csv), and whether the README also shows the split by source.
+KAGGLE_STUDIES = [("kaggle_best", True), ("kaggle_best_all", False)]
 PAIRS = [
     ("best", "best_elastic"),
     ("best", "best_bf16"),
@@ -47,12 +49,13 @@ def test_readme_table_is_the_committed_metrics(study: str) -> None:
     assert table in (ROOT / "results" / study / "README.md").read_text()
 
 
-@pytest.mark.parametrize("study", KAGGLE_STUDIES)
-def test_readme_scores_by_source_are_the_committed_scores(study: str) -> None:
+@pytest.mark.parametrize("study, in_readme", KAGGLE_STUDIES)
+def test_readme_scores_by_source_are_the_committed_scores(study: str, in_readme: bool) -> None:
     table = _tables().by_source(study)
     assert table.count("\n") >= 3
-    assert table in (ROOT / "README.md").read_text()
     assert table in (ROOT / "results" / study / "README.md").read_text()
+    if in_readme:
+        assert table in (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("base, other", PAIRS)
