@@ -125,7 +125,7 @@ def test_kaggle_split_hides_the_answers_and_scores_a_submission(tmp_path) -> Non
     assert len(train) == 70 and len(test) == 30 and "label" not in test.columns
     assert sorted(p.name for p in out.iterdir()) == ["test.csv", "train.csv"]  # the key is outside the folder
     pooled = pd.concat([pd.read_csv(src / "train.csv"), pd.read_csv(src / "test.csv")])
-    rebuilt = pd.concat([train, test.assign(label=key["Label"].to_numpy())[train.columns]])
+    rebuilt = pd.concat([train, pd.concat([key["Label"].rename("label"), test], axis=1)])
     assert sorted(map(tuple, rebuilt.to_numpy())) == sorted(map(tuple, pooled.to_numpy()))  # every image, once
     with pytest.raises(SystemExit, match="exists already"):
         module.make(src, out)
