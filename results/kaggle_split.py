@@ -48,26 +48,28 @@ def make(src: Path, out: Path, n_train: int = 42_000, seed: int = 0) -> None:
     print(f"{out}: {len(train):,} training rows, {len(test):,} test rows; answers in {answers_path(out)}")
 
 
-def score(answers: Path, submission: Path) -> tuple[int, int]:
-    """(correct, total) of a submission.csv against the key; both must list the same ImageIds."""
-    correct = _correct(answers, submission)
-    return int(correct.sum()), len(correct)
-
-
 def score_by_source(answers: Path, submission: Path) -> dict[str, tuple[int, int]]:
-    """(correct, total) for the test rows drawn from each source file (MNIST's train.csv and test.csv): MNIST's own
-    test images and its training images are not equally hard."""
-    correct = _correct(answers, submission)
-    source = pd.read_csv(answers).set_index("ImageId")["From"]
-    return {name: (int(correct[source == name].sum()), int((source == name).sum())) for name in sorted(set(source))}
-
-
-def _correct(answers: Path, submission: Path) -> pd.Series:
-    key = pd.read_csv(answers).set_index("ImageId")["Label"]
+    """(correct, total) of a submission.csv for the test rows drawn from each source file (MNIST's train.csv and
+    test.csv: its own test images and its training images are not equally hard). Both files must list the same
+    ImageIds."""
+    key = pd.read_csv(answers).set_index("ImageId")
     sub = pd.read_csv(submission).set_index("ImageId")["Label"]
     if sorted(sub.index) != sorted(key.index):
         raise SystemExit(f"{submission}: its ImageIds are not those of {answers}")
-    return sub.loc[key.index] == key
+    correct = sub.loc[key.index] == key["Label"]
+    return {
+        name: (int(correct[key["From"] == name].sum()), int((key["From"] == name).sum()))
+        for name in sorted(set(key["From"]))
+    }
+
+
+def score(answers: Path, submission: Path) -> tuple[int, int]:
+    """(correct, total) over every test row."""
+    return total(score_by_source(answers, submission))
+
+
+def total(parts: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    return sum(c for c, _ in parts.values()), sum(t for _, t in parts.values())
 
 
 def main() -> None:
@@ -88,14 +90,14 @@ def main() -> None:
         return
     rows = []
     for path in args.submissions:
-        correct, total = score(args.answers, path)
-        row = {"submission": str(path), "correct": correct, "total": total, "accuracy": correct / total}
-        by_source = score_by_source(args.answers, path).items()
-        for name, (c, t) in by_source:
+        by_source = score_by_source(args.answers, path)
+        correct, n = total(by_source)
+        row = {"submission": str(path), "correct": correct, "total": n, "accuracy": correct / n}
+        for name, (c, t) in by_source.items():
             row |= {f"correct from {name}": c, f"total from {name}": t}
         rows.append(row)
-        parts = "; ".join(f"{100 * c / t:.3f}% of the {t:,} from {name}" for name, (c, t) in by_source)
-        print(f"{path}: {100 * correct / total:.3f}% ({total - correct} errors of {total:,}; {parts})")
+        parts = "; ".join(f"{100 * c / t:.3f}% of the {t:,} from {name}" for name, (c, t) in by_source.items())
+        print(f"{path}: {100 * correct / n:.3f}% ({n - correct} errors of {n:,}; {parts})")
     if args.out is not None:
         pd.DataFrame(rows).to_csv(args.out, index=False)
 

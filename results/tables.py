@@ -35,14 +35,19 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-def kaggle_scores(study: str) -> dict[str, float]:
-    """Accuracy by submission.csv path, from results/<study>/scores.csv (`kaggle_split.py score --out`): the test
-    accuracy of runs whose own test split was unlabelled, scored against an answer key they never saw."""
+def score_rows(study: str) -> list[dict[str, str]]:
+    """results/<study>/scores.csv (`kaggle_split.py score --out`), one row a submission.csv: the test accuracy of
+    runs whose own test split was unlabelled, scored against an answer key they never saw. No file, no rows."""
     path = HERE / study / "scores.csv"
     if not path.is_file():
-        return {}
+        return []
     with path.open() as f:
-        return {row["submission"]: float(row["accuracy"]) for row in csv.DictReader(f)}
+        return list(csv.DictReader(f))
+
+
+def kaggle_scores(study: str) -> dict[str, float]:
+    """Accuracy by submission.csv path."""
+    return {row["submission"]: float(row["accuracy"]) for row in score_rows(study)}
 
 
 def scored(study: str, records: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
@@ -53,8 +58,7 @@ def scored(study: str, records: list[tuple[str, dict]]) -> list[tuple[str, dict]
 
 def by_source(study: str) -> str:
     """A Kaggle-format study's scores split by the file of the source folder each test row came from."""
-    with (HERE / study / "scores.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = score_rows(study)
     sources = sorted({k.removeprefix("total from ") for k in rows[0] if k.startswith("total from ")}, reverse=True)
     out = [
         "| submission | all | " + " | ".join(f"from {name}" for name in sources) + " |",
