@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = ArgumentParser(prog="python -m digits.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run dir (outputs/<date>/<time>) or a sweep dir")
-    parser.add_argument("--top", type=positive_int, default=None, help="sweeps: plot only the N best jobs (by val)")
+    parser.add_argument(
+        "--top", type=positive_int, default=None, help="sweeps: plot only the N best jobs, ranked as in the summary"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     path: Path = args.path
     if not path.is_dir():

@@ -16,7 +16,19 @@ from digits.errors import UserError
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["job", "overrides", "status", "epochs", "best_epoch", "val_acc_best", "test_acc", "train_seconds"]
+# val_acc_tested: the validation accuracy of the weights that were tested (runs.tested_val_acc), which ranks the jobs;
+# it differs from val_acc_best when a run is tested with its last or averaged weights.
+COLUMNS = [
+    "job",
+    "overrides",
+    "status",
+    "epochs",
+    "best_epoch",
+    "val_acc_best",
+    "val_acc_tested",
+    "test_acc",
+    "train_seconds",
+]
 
 
 @dataclass
@@ -38,12 +50,15 @@ def summarize(sweep_dir: str | Path) -> pd.DataFrame:
         m = runs.read_metrics(d) or {"status": "missing"}
         row: dict[str, Any] = {"job": d.name, "overrides": names[d]}
         row.update({k: m.get(k) for k in COLUMNS[2:]})
+        row["val_acc_tested"] = runs.tested_val_acc(m)
         if m.get("error"):
             row["error"] = m["error"]
         rows.append(row)
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "error"] if any("error" in r for r in rows) else COLUMNS)
-    # Best first, by validation accuracy: test accuracy never ranks anything.
-    return frame.sort_values("val_acc_best", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    # Best first, by the validation accuracy of the weights each job tested (as ensemble --top and the Optuna sweeper
+    # rank them): an epoch whose weights were never tested ranks nothing, and test accuracy never ranks anything.
+    frame = frame.sort_values("val_acc_tested", ascending=False, na_position="last", kind="stable")
+    return frame.reset_index(drop=True)
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -55,7 +70,7 @@ def _markdown(frame: pd.DataFrame) -> str:
             v = r[c]
             if v is None or (isinstance(v, float) and pd.isna(v)):
                 cells.append("")
-            elif c in ("val_acc_best", "test_acc"):
+            elif c in ("val_acc_best", "val_acc_tested", "test_acc"):
                 cells.append(f"{100 * float(v):.2f}%")
             elif c == "train_seconds":
                 cells.append(f"{float(v):.1f}")

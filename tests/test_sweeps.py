@@ -43,8 +43,8 @@ def test_a_diverging_and_a_failing_job_do_not_stop_the_sweep(sweep: tuple[Path, 
     assert len(failed) == 2 and failed["error"].str.contains("data folder does not exist").all()
     # Best first, by validation accuracy.
     assert summary.index[0] == f"{good},lr=0.05"
-    expected = ["job", "status", "epochs", "best_epoch", "val_acc_best", "test_acc", "train_seconds"]
-    assert list(summary.columns[:7]) == expected
+    expected = ["job", "status", "epochs", "best_epoch", "val_acc_best", "val_acc_tested", "test_acc", "train_seconds"]
+    assert list(summary.columns[:8]) == expected
     md = (sweep_dir / "summary.md").read_text()
     assert md.startswith("| job | overrides | status |") and "diverged" in md
     assert "Sweep summary (2/4 jobs with a result)" in stdout and "| failed |" in stdout
@@ -243,3 +243,23 @@ def test_curves_of_runs_without_validation_have_no_empty_panel() -> None:
     assert len(curves_figure({"0_seed=0": trained, "1_seed=1": validated}).axes) == 2
     no_val_yet = validated.assign(**{"val/acc": [float("nan")] * 3})
     assert len(curves_figure({"0_seed=0": no_val_yet}).axes) == 1
+
+
+def test_summary_ranks_jobs_by_the_validation_accuracy_of_the_weights_they_tested(tmp_path: Path) -> None:
+    """A job tested with its last weights ranks by its last epoch, not by a better epoch it did not keep, as
+    `ensemble --top` ranks it; `report --top` plots the summary's first jobs."""
+    from digits.sweep import summarize
+
+    records = {
+        "0_seed=0": {"tested_weights": "last", "val_acc": [0.99, 0.90], "val_acc_best": 0.99},
+        "1_seed=1": {"tested_weights": "last", "val_acc": [0.93, 0.95], "val_acc_best": 0.95},
+        "2_seed=2": {"tested_weights": "average", "val_acc": [0.96], "val_acc_average": 0.97, "val_acc_best": 0.96},
+        "3_seed=3": {"tested_weights": "best", "val_acc": [0.94, 0.92], "val_acc_best": 0.94},
+    }
+    for name, record in records.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"status": "completed", **record}))
+    frame = summarize(tmp_path)
+    assert frame["job"].tolist() == ["2_seed=2", "1_seed=1", "3_seed=3", "0_seed=0"]
+    assert frame["val_acc_tested"].tolist() == [0.97, 0.95, 0.94, 0.90]
+    assert frame["val_acc_best"].tolist() == [0.96, 0.95, 0.94, 0.99]
