@@ -115,7 +115,8 @@ def project(batches: int, args: argparse.Namespace, device: torch.device, out_di
         torch.cuda.reset_peak_memory_stats(device)
     trainer.fit(module, datamodule=dm)
     layout = ", channels_last" if module.channels_last else ""
-    setup = f"{trainer.precision}{layout}"  # what the defaults chose on this machine
+    compiled = ", compiled" if module.compile_net else ""
+    setup = f"{trainer.precision}{layout}{compiled}"  # what the defaults (and overrides) chose on this machine
     return {
         "epoch_seconds": rec.epoch_seconds,
         "net": module.net,
@@ -188,7 +189,8 @@ def main() -> None:
         results["b"] = project(batches, args, device, Path(tmp))
         results["b"]["acc"] = test_accuracy(results["b"]["net"], results["b"]["dm"], device)
 
-    names = {"a": "plain PyTorch loop (DataLoader, fp32)", "b": f"digits trainer (defaults: {results['b']['setup']})"}
+    chosen = " ".join(args.override) or "defaults"  # the settings (b) ran with, then what they resolved to
+    names = {"a": "plain PyTorch loop (DataLoader, fp32)", "b": f"digits trainer ({chosen}: {results['b']['setup']})"}
     flops = training_flops_per_image()
     print(f"original CNN: {flops / 1e6:.1f} MFLOP per training image (forward + backward, torch's FLOP counter)")
     steady = {}
