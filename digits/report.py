@@ -57,7 +57,8 @@ def report_sweep(sweep_dir: Path, top: int | None = None) -> list[Path]:
             curves[names[d] + mark] = c
     if not curves:
         raise UserError("no job of this sweep has logged any epoch yet", sweep_dir)
-    title = f"{sweep_dir.name}: {len(curves)} runs" + (f" (best {top} by validation accuracy)" if top else "")
+    runs_drawn = f"{len(curves)} run{'' if len(curves) == 1 else 's'}"
+    title = f"{sweep_dir.name}: {runs_drawn}" + (f" (best {top} by validation accuracy)" if top else "")
     out = sweep_dir / (f"curves_top{top}.png" if top else "curves.png")
     return [plots.save(plots.curves_figure(curves, title=title), out), sweep_dir / "summary.md"]
 
