@@ -27,8 +27,9 @@ def jobs(study: str) -> list[tuple[str, dict]]:
 
 
 def varied(job: str) -> str:
-    """What a job varied: its dir name after the job number (`3_seed=3` -> `seed=3`)."""
-    return job.split("_", 1)[1]
+    """What a job varied: its dir name after the job number (`3_seed=3` -> `seed=3`); a sweep of one job varied
+    nothing, and its dir is the number alone."""
+    return job.split("_", 1)[1] if "_" in job else job
 
 
 def pct(x: float | None) -> str:
@@ -133,17 +134,18 @@ def _ensemble_row(study: str, blanks_before: int, blanks_after: int) -> list[str
 
 def paired(base: str, other: str) -> str:
     """Two recipes run on the same seeds: a seed fixes the split, so each row compares them on the same validation
-    images, which is how a recipe change is chosen (the test column chose nothing)."""
-    base_jobs = jobs(base)
-    a, b = dict(base_jobs), dict(jobs(other))
-    common = [name for name, _ in base_jobs if name in b]
+    images, which is how a recipe change is chosen (the test column chose nothing). Runs are paired by the seed in
+    their records, whatever their dirs are called."""
+    a = {m["seed"]: m for _, m in jobs(base)}
+    b = {m["seed"]: m for _, m in jobs(other)}
+    common = [seed for seed in a if seed in b]
     columns = {
         "val acc, last epoch": (lambda m: m["val_acc"][-1], pct),
         "val loss, last epoch": (lambda m: m["val_loss_last"], lambda v: f"{v:.4f}"),
         "test acc": (lambda m: m["test_acc"], lambda v: f"{100 * v:.3f}%"),
     }
     rows = [f"| job ({base} / {other}) | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for label, names in [(varied(n), [n]) for n in common] + [("**mean**", common)]:
+    for label, names in [(f"seed={n}", [n]) for n in common] + [("**mean**", common)]:
         cells = [
             f"{fmt(statistics.mean(get(a[n]) for n in names))} / {fmt(statistics.mean(get(b[n]) for n in names))}"
             for get, fmt in columns.values()
