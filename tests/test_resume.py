@@ -24,12 +24,14 @@ LONG = [*FAST, "model=lenet", "trainer.max_epochs=4", "data.batch_size=32", "dat
 
 
 def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """Every (step, value) written for tag, across all event files, in the order written."""
+    """Every (step, value) written for tag, across all event files, in the order written. Files are ordered by the
+    time of their first event: the whole seconds in their names tie when a killed run is resumed within a second."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+    files = [list(EventFileLoader(str(f)).Load()) for f in run_dir.glob("events.out.tfevents.*")]
     out = []
-    for f in sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
-        for event in EventFileLoader(str(f)).Load():
+    for events in sorted(files, key=lambda events: events[0].wall_time):
+        for event in events:
             for v in event.summary.value:
                 if v.tag == tag:
                     value = v.simple_value if v.HasField("simple_value") else float(v.tensor.float_val[0])

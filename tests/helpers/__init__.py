@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from digits.data.csv import GRID_COLUMNS, KAGGLE_COLUMNS
+from helpers.forkclient import run_forked
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,12 +71,17 @@ def cli_env(cwd: Path) -> dict[str, str]:
 
 
 def run_cli(
-    args: list[str], cwd: Path, module: str = "digits.train", timeout: int = 300, check: bool = True, **kw
+    args: list[str], cwd: Path, module: str = "digits.train", timeout: int = 300, check: bool = True
 ) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in cwd, as a user runs it: its own process, exit status, stdout and stderr. The
+    process is forked from a server that has already imported the libraries (tests/helpers/forkserver.py), unless
+    DIGITS_TESTS_FRESH=1 asks for a new interpreter each time."""
     env = {**cli_env(cwd), "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kw
-    )
+    if os.environ.get("DIGITS_TESTS_FRESH") == "1":
+        cmd = [sys.executable, "-m", module, *args]
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    else:
+        proc = run_forked(module, args, cwd=cwd, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
