@@ -12,6 +12,8 @@ import numpy as np
 
 if sys.argv[1:] == ["raise"]:
     raise ValueError("an uncaught error")
+if sys.argv[1:] == ["interrupt"]:
+    raise KeyboardInterrupt
 atexit.register(lambda: print("atexit ran", file=sys.stderr))
 threading.Thread(target=lambda: (time.sleep(0.2), print("thread done", file=sys.stderr))).start()
 facts = {

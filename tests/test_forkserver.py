@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,9 @@ def test_a_forked_command_starts_ends_and_exits_as_a_new_interpreter(tmp_path: P
     forked, fresh = _both("forkprobe", ["raise"], tmp_path, env)
     for p in (*forked, fresh):
         assert p.returncode == 1 and p.stderr.splitlines()[-1] == "ValueError: an uncaught error"
+    forked, fresh = _both("forkprobe", ["interrupt"], tmp_path, env)
+    for p in (*forked, fresh):  # an uncaught KeyboardInterrupt ends the interpreter by SIGINT
+        assert p.returncode == -signal.SIGINT and p.stderr.splitlines()[-1] == "KeyboardInterrupt"
 
 
 def test_a_forked_run_gives_a_new_interpreters_numbers_and_messages(tmp_path: Path, grid_dir: Path) -> None:

@@ -76,11 +76,11 @@ def _preload() -> tuple[str, str]:
 
 def _child(request: dict, proto: list[int]) -> None:
     """In the forked child: become `python -m MODULE ARGS` in the request's cwd and environment; never returns."""
-    code = 1
+    code, interrupted = 1, False
     try:
         for fd in proto:
             os.close(fd)
-        stdin = os.open(request.get("stdin") or os.devnull, os.O_RDONLY)
+        stdin = os.open(os.devnull, os.O_RDONLY)
         stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
@@ -108,9 +108,9 @@ def _child(request: dict, proto: list[int]) -> None:
             else:
                 print(e.code, file=sys.stderr)
                 code = 1
-        except BaseException:
+        except BaseException as e:
             sys.excepthook(*sys.exc_info())
-            code = 1
+            interrupted = isinstance(e, KeyboardInterrupt)  # the interpreter then ends by SIGINT, not a status
         # What the interpreter does on its way out, in its order: join non-daemon threads (running what they
         # registered with threading), then the atexit functions.
         import threading
@@ -126,6 +126,11 @@ def _child(request: dict, proto: list[int]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
+            if interrupted:
+                import signal
+
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
             os._exit(code & 0xFF)
 
 
