@@ -23,6 +23,7 @@ STUDIES = [
     "best_bf16",
     "best_deotte",
     "best_amd",
+    "best_zen4",
     "kaggle_best",
     "kaggle_best_all",
 ]
@@ -33,6 +34,7 @@ PAIRS = [
     ("best", "best_bf16"),
     ("best_bf16", "best_deotte"),
     ("best", "best_amd"),
+    ("best_bf16", "best_zen4"),
 ]  # recipe (or machine) changes, compared seed by seed on validation
 
 
