@@ -7,20 +7,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from helpers import FAST, cli_env
-from helpers.forkclient import run_forked
+from helpers.forkclient import run_forked, run_fresh
 
 
 def _both(module: str, args: list[str], cwd: Path, env: dict[str, str]) -> tuple[list, subprocess.CompletedProcess]:
     forked = [run_forked(module, args, cwd=cwd, env=env, timeout=300) for _ in range(2)]
-    fresh = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    return forked, fresh
+    return forked, run_fresh(module, args, cwd=cwd, env=env, timeout=300)
 
 
 def test_a_forked_command_starts_ends_and_exits_as_a_new_interpreter(tmp_path: Path) -> None:
@@ -47,10 +43,7 @@ def test_a_forked_run_gives_a_new_interpreters_numbers_and_messages(tmp_path: Pa
     env = {**cli_env(tmp_path), "PYTHONWARNINGS": "ignore"}
     args = [f"data.dir={grid_dir}", *FAST, "model=lenet", "data.augment=true", "model.dropout=0.3", "seed=3"]
     forked = run_forked("digits.train", [*args, f"hydra.run.dir={tmp_path / 'forked'}"], tmp_path, env, 300)
-    fresh = subprocess.run(
-        [sys.executable, "-m", "digits.train", *args, f"hydra.run.dir={tmp_path / 'fresh'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    fresh = run_fresh("digits.train", [*args, f"hydra.run.dir={tmp_path / 'fresh'}"], tmp_path, env, 300)
     assert forked.returncode == fresh.returncode == 0
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("forked", "fresh"))
     assert {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}

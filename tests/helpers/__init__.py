@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from digits.data.csv import GRID_COLUMNS, KAGGLE_COLUMNS
-from helpers.forkclient import run_forked
+from helpers.forkclient import run_forked, run_fresh
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,11 +77,8 @@ def run_cli(
     process is forked from a server that has already imported the libraries (tests/helpers/forkserver.py), unless
     DIGITS_TESTS_FRESH=1 asks for a new interpreter each time."""
     env = {**cli_env(cwd), "PYTHONWARNINGS": "ignore"}
-    if os.environ.get("DIGITS_TESTS_FRESH") == "1":
-        cmd = [sys.executable, "-m", module, *args]
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    else:
-        proc = run_forked(module, args, cwd=cwd, env=env, timeout=timeout)
+    run = run_fresh if os.environ.get("DIGITS_TESTS_FRESH") == "1" else run_forked
+    proc = run(module, args, cwd=cwd, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
