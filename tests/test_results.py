@@ -24,6 +24,7 @@ STUDIES = [
     "best_deotte",
     "best_amd",
     "best_zen4",
+    "best_long",
     "kaggle_best",
     "kaggle_best_all",
 ]
@@ -35,6 +36,7 @@ PAIRS = [
     ("best_bf16", "best_deotte"),
     ("best", "best_amd"),
     ("best_bf16", "best_zen4"),
+    ("best_zen4", "best_long"),
 ]  # recipe (or machine) changes, compared seed by seed on validation
 
 
