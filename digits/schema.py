@@ -44,7 +44,8 @@ class FinalWeights(str, Enum):
 
 
 def rule(default: Any, **limits: Any) -> Any:
-    """A field with range limits: gt, ge, lt, le (numbers), items_ge / items_lt (each list item), what (a label)."""
+    """A field with range limits: gt, ge, lt, le (numbers), items_ge / items_lt (each list item), length (a list's
+    exact length), what (a label)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=limits)
     return field(default=default, metadata=limits)
@@ -98,6 +99,12 @@ class ModelConf:
     _target_: str = ""
     num_classes: int = rule(10, ge=2)
     dropout: float = rule(0.0, ge=0, lt=1, what="a probability")
+
+
+@dataclass
+class OriginalConf(ModelConf):
+    channels: list[int] = rule([32, 64, 128], items_ge=1, length=3, what="the three stages' widths")
+    hidden: int = rule(100, ge=1, what="the fully connected layer's width")
 
 
 @dataclass
@@ -196,6 +203,7 @@ def register() -> None:
     cs.store(name="schema", node=TrainConf)
     cs.store(group="schema/data", name="default", node=DataConf)
     cs.store(group="schema/model", name="cnn", node=ModelConf)
+    cs.store(group="schema/model", name="original", node=OriginalConf)
     cs.store(group="schema/model", name="ann", node=ANNConf)
     cs.store(group="schema/optim", name="sgd", node=SGDConf)
     cs.store(group="schema/optim", name="adam", node=AdamConf)
@@ -253,6 +261,8 @@ def _violation(value: Any, limits: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if isinstance(value, (list, ListConfig)):
+        if "length" in limits and len(value) != limits["length"]:
+            return f"must have {limits['length']} items"
         item_limits = {k[len("items_") :]: v for k, v in limits.items() if k.startswith("items_")}
         bad = next((b for b in (_violation(item, item_limits) for item in value) if b), None)
         return f"each item {bad}" if bad else None

@@ -35,6 +35,8 @@ def _nothing_under(path: Path) -> bool:
         ("trainer.max_epochs=0", "trainer.max_epochs=0: must be >= 1"),
         ("data.batch_size=abc", "data.batch_size must be an integer, got 'abc'"),
         ("model.dropout=1.5", "model.dropout=1.5: must be >= 0 and < 1"),
+        ("model.channels=[32,64]", "model.channels=[32, 64]: must have 3 items (the three stages' widths)"),
+        ("model.channels=[32,0,128]", "model.channels=[32, 0, 128]: each item must be >= 1"),
         ("data.elastic_sigma=0", "data.elastic_sigma=0.0: must be > 0 and <= 14"),
         ("trainer.max_epoch=1", "unknown key trainer.max_epoch (did you mean trainer.max_epochs?); valid keys of"),
         ("init=orthogonal", "unknown init 'orthogonal'; valid: default, normal, xavier, kaiming, zeros"),

@@ -43,6 +43,19 @@ def test_original_matches_the_reference_table() -> None:
     assert "[-1, 32, 24, 24]" in text and "25,632" in text and "Total params: 187,062" in text
 
 
+def test_original_widths_are_knobs() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["model.channels=[32,128,256]", "model.hidden=256"])
+    torch.manual_seed(0)
+    wide = instantiate(cfg.model)
+    rows = [(r.name, r.shape, r.params) for r in layer_table(wide)]
+    assert rows[:5] == REFERENCE[:5]  # the 5x5 stage, where most of the arithmetic is, stays as it was
+    assert rows[5] == ("Conv2d-6", (-1, 128, 8, 8), 32 * 9 * 128 + 128)
+    assert rows[10] == ("Conv2d-11", (-1, 256, 1, 1), 128 * 9 * 256 + 256)
+    assert rows[14] == ("Linear-15", (-1, 256), 256 * 256 + 256)
+    assert sum(p.numel() for p in wide.parameters()) == 642_026
+
+
 def test_deotte_follows_the_keras_original() -> None:
     # Conv(32,3) Conv(32,3) Conv(32,5,s2,same) | Conv(64,3) Conv(64,3) Conv(64,5,s2,same) | Conv(128,4) | Dense(10),
     # each convolution followed by ReLU then BatchNorm, Dropout(0.4) after each block and before the Dense layer.

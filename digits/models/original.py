@@ -2,9 +2,16 @@
 
 ReLU and max-pooling are functional calls, as in the report's code: that is why its table lists neither, and why
 `python -m digits.summary model=original` reproduces the table's numbering exactly.
+
+`channels` (the widths of the three stages: two 5x5 convolutions, two 3x3, then a 3x3 and a 1x1) and `hidden` (the
+fully connected layer) default to the report's 32, 64, 128 and 100. The 5x5 stage at full resolution does most of
+the arithmetic, so the later stages widen cheaply: [32, 128, 256] with hidden 256 has 3.4 times the parameters for
+1.15 times the time of a training step.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,24 +22,31 @@ class OriginalCNN(nn.Module):
     # Training step at batch 128 on a 2-core Xeon (AVX-512), torch 2.13: 2,093 images/s channels_last, 1,641 not.
     channels_last_on_cpu = True
 
-    def __init__(self, num_classes: int = 10, dropout: float = 0.25):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        dropout: float = 0.25,
+        channels: Sequence[int] = (32, 64, 128),
+        hidden: int = 100,
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 5)  # 32x24x24
-        self.bn1 = nn.BatchNorm2d(32)
-        self.conv2 = nn.Conv2d(32, 32, 5)  # 32x20x20
-        self.bn2 = nn.BatchNorm2d(32)
+        a, b, c = channels
+        self.conv1 = nn.Conv2d(1, a, 5)  # 32x24x24 (with the report's widths)
+        self.bn1 = nn.BatchNorm2d(a)
+        self.conv2 = nn.Conv2d(a, a, 5)  # 32x20x20
+        self.bn2 = nn.BatchNorm2d(a)
         self.drop1 = nn.Dropout2d(dropout)  # after pooling: 32x10x10
-        self.conv3 = nn.Conv2d(32, 64, 3)  # 64x8x8
-        self.bn3 = nn.BatchNorm2d(64)
-        self.conv4 = nn.Conv2d(64, 64, 3)  # 64x6x6
-        self.bn4 = nn.BatchNorm2d(64)
+        self.conv3 = nn.Conv2d(a, b, 3)  # 64x8x8
+        self.bn3 = nn.BatchNorm2d(b)
+        self.conv4 = nn.Conv2d(b, b, 3)  # 64x6x6
+        self.bn4 = nn.BatchNorm2d(b)
         self.drop2 = nn.Dropout2d(dropout)  # after pooling: 64x3x3
-        self.conv5 = nn.Conv2d(64, 128, 3)  # 128x1x1
-        self.bn5 = nn.BatchNorm2d(128)
-        self.conv6 = nn.Conv2d(128, 128, 1)  # 128x1x1
-        self.bn6 = nn.BatchNorm2d(128)
-        self.fc1 = nn.Linear(128, 100)
-        self.fc2 = nn.Linear(100, num_classes)
+        self.conv5 = nn.Conv2d(b, c, 3)  # 128x1x1
+        self.bn5 = nn.BatchNorm2d(c)
+        self.conv6 = nn.Conv2d(c, c, 1)  # 128x1x1
+        self.bn6 = nn.BatchNorm2d(c)
+        self.fc1 = nn.Linear(c, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
