@@ -25,6 +25,7 @@ STUDIES = [
     "best_amd",
     "best_zen4",
     "best_long",
+    "best_wide",
     "kaggle_best",
     "kaggle_best_all",
 ]
@@ -37,6 +38,7 @@ PAIRS = [
     ("best", "best_amd"),
     ("best_bf16", "best_zen4"),
     ("best_zen4", "best_long"),
+    ("best_zen4", "best_wide"),
 ]  # recipe (or machine) changes, compared seed by seed on validation
 
 
