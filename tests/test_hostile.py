@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, make_folder, metrics_of, run_cli, start_cli
+from helpers import FAST, finish, make_folder, metrics_of, run_cli, start_cli
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, expect: str) -> None:
@@ -285,7 +285,7 @@ def test_ctrl_c_before_training_leaves_nothing(tmp_path: Path, grid_dir: Path) -
         assert proc.poll() is None and time.time() < end, proc.communicate()
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = finish(proc)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert _nothing_under(tmp_path / "outputs")
 

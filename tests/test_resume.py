@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import FAST, job_dir, metrics_of, run_cli, start_cli
+from helpers import FAST, finish, job_dir, metrics_of, run_cli, start_cli
 
 SAME = ["status", "epochs", "best_epoch", "val_acc_best", "test_acc", "test_loss", "train_loss_last", "val_loss_last"]
 # 540 training rows at batch 32: 16 steps an epoch, so step 24 is the middle of the second epoch.
@@ -89,7 +89,7 @@ def test_sigint_and_sigterm_stop_cleanly_and_resume(reference: tuple[Path, Path]
     proc = start_cli([f"data.dir={data}", f"hydra.run.dir={run}", *LONG, *SLOW], cwd)
     _wait_for(run / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, err = finish(proc)
     assert proc.returncode == code, err[-2000:]
     m = metrics_of(run)
     assert m["status"] == "interrupted" and m["signal"] == signal.Signals(sig).name
@@ -145,7 +145,7 @@ def test_an_interrupted_sweep_picks_up_where_it_stopped(tmp_path: Path, grid_dir
         assert proc.poll() is None and time.time() < end, proc.communicate()[1][-2000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
+    finish(proc)
     assert proc.returncode == 143
     (sweep_dir,) = list((tmp_path / "outputs" / "multirun").glob("*/*"))
     assert metrics_of(job_dir(sweep_dir, 0))["status"] == "completed"

@@ -91,12 +91,24 @@ def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "digits.train", *args],
         cwd=cwd,
-        env=cli_env(cwd),
+        env={**cli_env(cwd), "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread's stack: see finish()
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    """Wait for a start_cli process; if it has not ended by the timeout, fail with where each of its threads was
+    (SIGABRT makes faulthandler print them), so that a rare hang says where it hangs."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=60)
+        stacks = err.split("\nExtension modules:")[0]  # faulthandler ends with a long list of C modules
+        raise AssertionError(f"still running after {timeout} s; its threads then:\n{stacks[-6000:]}") from None
 
 
 def only_run_dir(cwd: Path) -> Path:
