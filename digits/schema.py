@@ -84,6 +84,7 @@ class DataConf:
     batch_size: int | None = rule(None, ge=1)
     eval_batch_size: int = rule(1000, ge=1)
     seed: int = rule(0, ge=0, le=SEED_MAX)
+    split_seed: int | None = rule(None, ge=0, le=SEED_MAX, what="the split's seed")
     augment: bool = False
     rotate: float = rule(12.0, ge=0, le=180, what="degrees")
     translate: float = rule(2.0, ge=0, le=14, what="pixels")

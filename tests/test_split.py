@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from digits.data import stratified_split
+from digits.data import DigitsDataModule, stratified_split
 
 
 def test_split_is_stratified_disjoint_and_complete() -> None:
@@ -21,3 +22,17 @@ def test_same_seed_same_split_other_seed_other_split() -> None:
     c = stratified_split(labels, 0.2, seed=1)[1]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_split_seed_fixes_the_validation_rows_while_seed_moves_the_rest(grid_dir) -> None:
+    def setup(**kw) -> DigitsDataModule:
+        dm = DigitsDataModule(dir=str(grid_dir), on_device=False, **kw)
+        dm.prepare_data()
+        dm.setup()
+        return dm
+
+    base, shared, own = setup(seed=0), setup(seed=3, split_seed=0), setup(seed=3)
+    assert torch.equal(shared.val.images, base.val.images) and torch.equal(shared.val.labels, base.val.labels)
+    assert not torch.equal(own.val.images, base.val.images)
+    # The order of the training rows still follows data.seed: runs that share a split still differ in what they see.
+    assert not torch.equal(next(iter(shared.train_dataloader()))[0], next(iter(base.train_dataloader()))[0])

@@ -52,6 +52,7 @@ class DigitsDataModule(L.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         seed: int = 0,
+        split_seed: int | None = None,
         augment: bool = False,
         rotate: float = 12.0,
         translate: float = 2.0,
@@ -71,6 +72,7 @@ class DigitsDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self.split_seed = seed if split_seed is None else split_seed
         self.augment = (
             Augment(rotate=rotate, translate=translate, zoom=zoom, elastic=elastic, elastic_sigma=elastic_sigma)
             if augment
@@ -115,7 +117,7 @@ class DigitsDataModule(L.LightningDataModule):
             return
         train, test, self.train_file, self.test_file = self.load()
         assert train.labels is not None
-        tr_idx, va_idx = stratified_split(train.labels, self.val_fraction, self.seed)
+        tr_idx, va_idx = stratified_split(train.labels, self.val_fraction, self.split_seed)
         if len(tr_idx) == 0 or (len(va_idx) == 0 and self.val_fraction > 0):
             raise UserError(
                 f"too few rows ({len(train)}) to split with val_fraction={self.val_fraction}", self.train_file
