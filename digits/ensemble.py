@@ -1,15 +1,19 @@
 """Average the softmax of several runs on the test split: `python -m digits.ensemble <run dirs | sweep dir>`.
 
 Each run already holds its best checkpoint's test-set probabilities (predictions.npz), so an ensemble costs no
-inference. Members must have predicted the same test images (checked by a fingerprint). `--top K` keeps the K
-members whose tested weights have the best *validation* accuracy: the test split never chooses anything. Writes
-ensemble.json (members, their accuracies, the ensemble's) and, for an unlabelled test split, submission.csv.
+inference. Members must have predicted the same test images (checked by a fingerprint). The test split never
+chooses anything: `--top K` keeps the K members whose tested weights have the best *validation* accuracy, each on its
+own split; `--select K`, for runs that hold out the same validation images (`data.split_seed`), builds the ensemble
+itself on them, adding one member at a time, the one that lowers the ensemble's validation log loss most (Caruana et
+al., "Ensemble Selection from Libraries of Models", 2004). Writes ensemble.json (members, their accuracies, the
+ensemble's) and, for an unlabelled test split, submission.csv.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,12 +59,82 @@ def _load(run_dir: Path) -> dict[str, Any]:
     return preds
 
 
-def ensemble(run_dirs: list[Path], top: int | None = None) -> dict[str, Any]:
+def validation_probs(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """A member's softmax on its validation split, from the weights it was tested with.
+
+    predictions.npz holds test probabilities only, so these are computed: the split is rebuilt from the config the
+    checkpoint stores, which gives back the very images the run never trained on (a few seconds a member on a CPU).
+    Returns (probs, labels, fingerprint of the images and labels)."""
+    from digits.data.datamodule import DigitsDataModule
+    from digits.evaluate import net_from_checkpoint, predict_probs, tested_checkpoint
+
+    net, cfg = net_from_checkpoint(tested_checkpoint(run_dir))
+    dm = DigitsDataModule.of_run(cfg)
+    if dm.val is None or not len(dm.val) or dm.val.labels is None:
+        raise UserError("has no validation split (trained with data.val_fraction=0); --select needs one", run_dir)
+    images, labels = dm.val.images.numpy(), dm.val.labels.numpy()
+    fingerprint = hashlib.sha1(images.tobytes() + labels.astype(np.int64).tobytes()).hexdigest()
+    return predict_probs(net, dm.val.images, dm.eval_batch_size).numpy().astype(np.float64), labels, fingerprint
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log probability of the true class: it moves with every image's confidence, where accuracy
+    on a few thousand images moves in steps of one error, and ties."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
+
+
+def select(run_dirs: list[Path], k: int) -> tuple[list[Path], dict[str, Any]]:
+    """Greedy forward selection without replacement on the members' shared validation split: start empty, and add,
+    k times, the member whose addition gives the mean softmax with the lowest validation log loss (ties: the first
+    given). Members on different validation images cannot be scored together, so that is refused."""
+    if k > len(run_dirs):
+        raise UserError(f"--select {k} needs at least {k} runs; {len(run_dirs)} given")
+    val, labels, fingerprints = {}, None, set()
+    for d in run_dirs:
+        val[d], labels, fp = validation_probs(d)
+        fingerprints.add(fp)
+    if len(fingerprints) != 1:
+        raise UserError(
+            "members hold out different validation images; --select needs runs of one data folder, "
+            "data.val_fraction and data.split_seed"
+        )
+    assert labels is not None
+    chosen: list[Path] = []
+    total = np.zeros_like(next(iter(val.values())))
+    steps = []
+    for _ in range(k):
+        scores = {d: log_loss((total + val[d]) / (len(chosen) + 1), labels) for d in run_dirs if d not in chosen}
+        best = min(scores, key=lambda d: scores[d])
+        chosen.append(best)
+        total += val[best]
+        mean = total / len(chosen)
+        steps.append(
+            {
+                "run": str(best),
+                "member_val_acc": float((val[best].argmax(1) == labels).mean()),
+                "member_val_log_loss": log_loss(val[best], labels),
+                "ensemble_val_acc": float((mean.argmax(1) == labels).mean()),
+                "ensemble_val_log_loss": scores[best],
+            }
+        )
+    record = {
+        "by": "greedy forward selection on the shared validation split's log loss (Caruana et al. 2004)",
+        "candidates": [str(d) for d in run_dirs],
+        "val_images": len(labels),
+        "steps": steps,
+    }
+    return chosen, record
+
+
+def ensemble(run_dirs: list[Path], top: int | None = None, select_k: int | None = None) -> dict[str, Any]:
     """Mean softmax over members; accuracies when the test split is labelled."""
     metrics = {d: runs.read_metrics(d) or {} for d in run_dirs}
+    selection = None
     if top is not None:
         ranked = sorted(run_dirs, key=lambda d: -(runs.tested_val_acc(metrics[d]) or 0.0))
         run_dirs = ranked[:top]
+    elif select_k is not None:
+        run_dirs, selection = select(run_dirs, select_k)
     preds = {d: _load(d) for d in run_dirs}
     fingerprints = {str(p.get("test_fingerprint")) for p in preds.values()}
     if len(fingerprints) != 1:
@@ -81,6 +155,7 @@ def ensemble(run_dirs: list[Path], top: int | None = None) -> dict[str, Any]:
     return {
         "members": members,
         "n_members": len(members),
+        **({"selection": selection} if selection is not None else {}),
         "test_acc": None if labels is None else float((probs.argmax(1) == labels).mean()),
         "mean_member_test_acc": None if labels is None else float(np.mean([m["test_acc"] for m in members])),
         "predictions": probs.argmax(1),
@@ -120,17 +195,30 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="keep the K members whose tested weights have the best val accuracy",
     )
+    parser.add_argument(
+        "--select",
+        type=positive_int,
+        default=None,
+        help="choose K members by greedy forward selection on a validation split they share (data.split_seed)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output dir (default outputs/ensemble/<date>/<time>)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.top is not None and args.select is not None:
+        parser.error("--top and --select are two ways to choose members; give one")
     out = _output_dir(args.out)
     check_writable(out)
-    result = ensemble(members_of(args.paths), args.top)
+    result = ensemble(members_of(args.paths), args.top, args.select)
     out.mkdir(parents=True, exist_ok=True)
     preds = result.pop("predictions")
     if result["test_acc"] is None:
         runs.write_submission(out / "submission.csv", preds)
         result["submission"] = str(out / "submission.csv")
     runs.write_json_atomic(out / "ensemble.json", result)
+    for i, step in enumerate((result.get("selection") or {}).get("steps", []), 1):
+        print(
+            f"select {i}: {step['run']}  val {100 * step['member_val_acc']:.2f}%  "
+            f"-> ensemble val {100 * step['ensemble_val_acc']:.2f}%, log loss {step['ensemble_val_log_loss']:.4f}"
+        )
     for m in result["members"]:
         acc = "" if m["test_acc"] is None else f"  test {100 * m['test_acc']:.2f}%"
         val = m["val_acc"]

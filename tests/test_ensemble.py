@@ -89,3 +89,40 @@ def test_members_must_share_a_test_set(tmp_path: Path) -> None:
     proc = run_cli([*members, "--out", str(tmp_path / "e")], cwd=tmp_path, module="digits.ensemble", check=False)
     assert proc.returncode == 2 and "different test sets" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
+
+
+def test_select_builds_the_ensemble_on_a_shared_validation_split(tmp_path: Path, grid_dir: Path) -> None:
+    run_cli(
+        ["-m", f"data.dir={grid_dir}", "data.split_seed=0", "seed=0,1,2", *FAST, "trainer.precision=32-true"],
+        cwd=tmp_path,
+    )
+    (sweep,) = list((tmp_path / "outputs" / "multirun").glob("*/*"))
+    out = tmp_path / "sel"
+    proc = run_cli([str(sweep), "--select", "3", "--out", str(out)], cwd=tmp_path, module="digits.ensemble")
+    result = json.loads((out / "ensemble.json").read_text())
+    steps = result["selection"]["steps"]
+    assert [Path(s["run"]) for s in steps] == [Path(m["run"]) for m in result["members"]]
+    assert sorted(Path(s["run"]).name for s in steps) == sorted(job_dir(sweep, i).name for i in range(3))
+    n_val = metrics_of(job_dir(sweep, 0))["data"]["n_val"]
+    assert result["selection"]["val_images"] == n_val > 0 and "select 1:" in proc.stdout
+    # Each member's validation accuracy, recomputed from its tested weights, is the one its training logged (there
+    # as a float32: compare counts of images).
+    for s in steps:
+        assert round(s["member_val_acc"] * n_val) == round(runs.tested_val_acc(metrics_of(Path(s["run"]))) * n_val)
+    # Greedy: the first member alone is the ensemble with the lowest log loss, and each step's ensemble is scored.
+    assert steps[0]["member_val_log_loss"] == min(s["member_val_log_loss"] for s in steps)
+    assert steps[0]["ensemble_val_log_loss"] == steps[0]["member_val_log_loss"]
+
+    # A run holding out other images cannot be scored with them: one line, exit 2, nothing written.
+    run_cli([f"data.dir={grid_dir}", "seed=5", *FAST, "trainer.precision=32-true"], cwd=tmp_path)
+    (other,) = [d for d in (tmp_path / "outputs").glob("20*/*") if d.is_dir()]
+    bad = run_cli(
+        [str(sweep), str(other), "--select", "2", "--out", str(tmp_path / "bad")],
+        cwd=tmp_path,
+        module="digits.ensemble",
+        check=False,
+    )
+    assert bad.returncode == 2 and "different validation images" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    both = run_cli([str(sweep), "--top", "2", "--select", "2"], cwd=tmp_path, module="digits.ensemble", check=False)
+    assert both.returncode == 2 and "give one" in both.stderr

@@ -38,6 +38,7 @@ def _nothing_under(path: Path) -> bool:
         ("model.channels=[32,64]", "model.channels=[32, 64]: must have 3 items (the three stages' widths)"),
         ("model.channels=[32,0,128]", "model.channels=[32, 0, 128]: each item must be >= 1"),
         ("data.elastic_sigma=0", "data.elastic_sigma=0.0: must be > 0 and <= 14"),
+        ("data.split_seed=-1", "data.split_seed=-1: must be >= 0 and <= 4294967295 (the split's seed)"),
         ("trainer.max_epoch=1", "unknown key trainer.max_epoch (did you mean trainer.max_epochs?); valid keys of"),
         ("init=orthogonal", "unknown init 'orthogonal'; valid: default, normal, xavier, kaiming, zeros"),
     ],
