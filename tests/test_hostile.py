@@ -64,7 +64,9 @@ def test_two_runs_started_together_never_share_a_run_dir(tmp_path: Path, grid_di
     target = tmp_path / "outputs" / "same"
     args = [f"data.dir={grid_dir}", *FAST, "model=lenet", "trainer.max_epochs=1"]
     procs = [start_cli([*args, f"hydra.run.dir={target}"], tmp_path) for _ in range(2)]
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    # finish() reads the pipes while it waits: wait() alone could block for good on a full pipe.
+    errs = [finish(p, timeout=300)[1] for p in procs]
+    results = [(p.returncode, err) for p, err in zip(procs, errs)]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
     (err,) = [e for code, e in results if code == 2]
@@ -73,7 +75,9 @@ def test_two_runs_started_together_never_share_a_run_dir(tmp_path: Path, grid_di
 
     # The default dir (outputs/<date>/<time>) is unique per process, even when both start in the same second.
     procs = [start_cli(args, tmp_path) for _ in range(2)]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    for p in procs:
+        finish(p, timeout=300)
+    assert [p.returncode for p in procs] == [0, 0]
     dirs = {p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")}
     assert len(dirs) == 2
 
