@@ -26,7 +26,8 @@ from digits.errors import ArgumentParser, UserError, cli
 
 
 def members_of(paths: list[Path]) -> list[Path]:
-    """Run dirs from the arguments: a run dir is itself, a sweep dir is its jobs with predictions."""
+    """Run dirs from the arguments: a run dir is itself, a sweep dir is its jobs with predictions. A run named twice
+    (itself and through its sweep) counts once: a mean that weighted it double would not be the ensemble asked for."""
     out: list[Path] = []
     for p in paths:
         if not p.is_dir():
@@ -38,7 +39,11 @@ def members_of(paths: list[Path]) -> list[Path]:
         if not jobs:
             raise UserError("holds no finished run (no predictions.npz)", p)
         out.extend(jobs)
-    return out
+    unique: list[Path] = []
+    for d in out:
+        if d.resolve() not in {u.resolve() for u in unique}:
+            unique.append(d)
+    return unique
 
 
 def _load(run_dir: Path) -> dict[str, Any]:

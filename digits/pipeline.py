@@ -198,7 +198,9 @@ def _record(
     record.data = dm.describe()
     record.device, record.precision = str(dm.train.images.device), str(trainer.precision)
     best = _best_checkpoint(trainer)
-    record.best_checkpoint = str(Path(best).relative_to(run_dir.path)) if best else None
+    # Both sides resolved: Lightning resolves the checkpoint's path, and a run dir reached through a symlink (an
+    # outputs/ that links elsewhere) would otherwise not contain it.
+    record.best_checkpoint = str(Path(best).resolve().relative_to(run_dir.path.resolve())) if best else None
     record.tested_weights, record.submission = tested, run_dir.submission.name if run_dir.submission.is_file() else None
     return record
 

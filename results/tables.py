@@ -2,6 +2,7 @@
 
     python results/tables.py compare_models optim_grid best
     python results/tables.py best..best_elastic      # two recipes, seed by seed (the same seed, the same split)
+    python results/tables.py shared/                  # a study's ensembles (digits.ensemble --select outputs)
 
 So every number in the README's tables can be traced to a run's own record (or, for a run whose test split was
 unlabelled, to the study's scores.csv of its submission.csv). Seconds per epoch are the median over
@@ -154,8 +155,58 @@ def paired(base: str, other: str) -> str:
     return "\n".join(rows)
 
 
+def _composition(members: list[dict]) -> str:
+    """Which sweeps the members came from, by the name of each run's sweep dir: `shared_original 4, best_zen4 1`."""
+    counts: dict[str, int] = {}
+    for m in members:
+        sweep = Path(m["run"]).parent.name
+        counts[sweep] = counts.get(sweep, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def ensembles(study: str) -> str:
+    """The ensembles of a study, each an ensemble.json of `digits.ensemble --select K` (K = all members where the
+    members were fixed beforehand) saved as results/<study>/<name>.json: on the validation images their members
+    share, and on test."""
+    rows = [
+        "| ensemble (mean softmax) | members | from | val acc | val log loss | test acc |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted((HERE / study).glob("*.json")):
+        e = json.loads(path.read_text())
+        last = e["selection"]["steps"][-1]
+        rows.append(
+            f"| {path.stem} | {e['n_members']} | {_composition(e['members'])} | {pct(last['ensemble_val_acc'])} "
+            f"| {last['ensemble_val_log_loss']:.4f} | {pct(e['test_acc'])} |"
+        )
+    return "\n".join(rows)
+
+
+def steps(study: str, name: str) -> str:
+    """How --select built results/<study>/<name>.json, step by step: the member each step added and the ensemble
+    it made, on the shared validation split."""
+    e = json.loads((HERE / study / f"{name}.json").read_text())
+    test = {m["run"]: m["test_acc"] for m in e["members"]}
+    rows = [
+        "| step | added | its val acc | its val log loss | ensemble val acc | ensemble val log loss | its test acc |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, s in enumerate(e["selection"]["steps"], 1):
+        run = Path(s["run"])
+        rows.append(
+            f"| {i} | {run.parent.name}/{run.name} | {pct(s['member_val_acc'])} | {s['member_val_log_loss']:.4f} "
+            f"| {pct(s['ensemble_val_acc'])} | {s['ensemble_val_log_loss']:.4f} | {pct(test[s['run']])} |"
+        )
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     for study in sys.argv[1:] or ["compare_models", "optim_grid", "best"]:
+        if study.endswith("/"):
+            print(f"{study}\n\n{ensembles(study.rstrip('/'))}\n")
+            for path in sorted((HERE / study).glob("*.json")):
+                print(f"{study}{path.stem}, step by step:\n\n{steps(study.rstrip('/'), path.stem)}\n")
+            continue
         print(f"{study}:\n\n{paired(*study.split('..')) if '..' in study else table(study)}\n")
         if (HERE / study / "scores.csv").is_file():
             print(f"{study}, by source:\n\n{by_source(study)}\n")

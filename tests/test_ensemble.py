@@ -21,7 +21,8 @@ def _sweep(cwd: Path, data: Path, seeds: str) -> Path:
 def test_ensemble_of_a_labelled_sweep(tmp_path: Path, grid_dir: Path) -> None:
     sweep = _sweep(tmp_path, grid_dir, "0,1,2")
     out = tmp_path / "ens"
-    proc = run_cli([str(sweep), "--out", str(out)], cwd=tmp_path, module="digits.ensemble")
+    # A run named twice, itself and through its sweep, counts once.
+    proc = run_cli([str(sweep), str(job_dir(sweep, 1)), "--out", str(out)], cwd=tmp_path, module="digits.ensemble")
     result = json.loads((out / "ensemble.json").read_text())
     assert result["n_members"] == 3 and "ensemble of 3" in proc.stdout
     probs = [np.load(job_dir(sweep, i) / "predictions.npz") for i in range(3)]

@@ -40,6 +40,8 @@ PAIRS = [
     ("best_zen4", "best_long"),
     ("best_zen4", "best_wide"),
 ]  # recipe (or machine) changes, compared seed by seed on validation
+# Ensembles chosen on a validation split their members share (digits.ensemble --select), and the studies of their runs.
+ENSEMBLE_STUDIES = [("shared", ["shared_original", "shared_deotte"])]
 
 
 def _tables():
@@ -170,3 +172,25 @@ def test_tables_take_the_test_column_of_unlabelled_runs_from_their_scores(tmp_pa
     assert "| seed=1 | 99.52% | 99.52% (2) | 99.60% | 2 | 11.0 |" in table
     assert "| **mean ± sd** | 99.52% ± 0.00 | | **99.500% ± 0.100** | | |" in table
     assert "| **ensemble of the 3** (mean softmax) | | | **99.71%** | | |" in table
+
+
+@pytest.mark.parametrize("study, run_studies", ENSEMBLE_STUDIES)
+def test_readme_ensembles_are_the_committed_selections(study: str, run_studies: list[str]) -> None:
+    """Each ensemble of a shared-split study, and how --select built it, as the committed ensemble.json files say."""
+    tables = _tables()
+    names = sorted(p.stem for p in (ROOT / "results" / study).glob("*.json"))
+    summary = tables.ensembles(study)
+    assert names and summary.count("\n") == 1 + len(names)
+    for text in ((ROOT / "README.md").read_text(), (ROOT / "results" / study / "README.md").read_text()):
+        assert summary in text
+    for name in names:
+        record = json.loads((ROOT / "results" / study / f"{name}.json").read_text())
+        chosen = [step["run"] for step in record["selection"]["steps"]]
+        assert chosen == [m["run"] for m in record["members"]] and len(set(chosen)) == record["n_members"]
+        assert all(not run.startswith("/") for run in chosen)  # paths relative to the repository
+        assert tables.steps(study, name) in (ROOT / "results" / study / "README.md").read_text()
+    for runs_study in run_studies:
+        assert tables.table(runs_study) in (ROOT / "results" / study / "README.md").read_text()
+        for path in (ROOT / "results" / runs_study).glob("*/metrics.json"):
+            record = json.loads(path.read_text())
+            assert record["status"] == "completed" and len(record["val_acc"]) == record["epochs"]

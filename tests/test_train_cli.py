@@ -151,3 +151,14 @@ def test_the_command_writes_where_the_composed_config_says(tmp_path: Path) -> No
     _, sweep = prepare(["experiment=optim_grid", f"hydra.sweep.dir={tmp_path / 'grid'}"])  # a multirun by its file
     assert sweep is not None and sweep.dir.path == tmp_path / "grid" and sweep.sweep
     sweep.done()
+
+
+def test_a_run_through_a_symlinked_outputs_dir_writes_its_record(tmp_path: Path, grid_dir: Path) -> None:
+    """outputs/ may link elsewhere (a bigger disk); the record's checkpoint path is still found inside the run dir."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "outputs").symlink_to(elsewhere)
+    run_cli([f"data.dir={grid_dir}", *FAST], cwd=tmp_path)
+    (record,) = list(elsewhere.glob("*/*/metrics.json"))
+    metrics = metrics_of(record.parent)
+    assert metrics["status"] == "completed" and metrics["best_checkpoint"] == "checkpoints/best.ckpt"
