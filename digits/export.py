@@ -46,7 +46,7 @@ def _check_extra() -> None:
 
 
 def validation_images(cfg: dict) -> torch.Tensor:
-    """The run's own validation split (same folder, fraction and seed), uint8 [N, 1, 28, 28]."""
+    """The run's own validation split (same folder, fraction and split seed), uint8 [N, 1, 28, 28]."""
     from digits.data.datamodule import DigitsDataModule
 
     dm = DigitsDataModule.of_run(cfg)

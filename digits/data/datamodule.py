@@ -86,7 +86,7 @@ class DigitsDataModule(L.LightningDataModule):
     @classmethod
     def of_run(cls, cfg: dict) -> DigitsDataModule:
         """A trained run's own splits, set up on the CPU, from the config its checkpoint stores: the same folder,
-        fraction and seed give back the very validation images the run never trained on."""
+        fraction and split seed give back the very validation images the run never trained on."""
         params = {k: v for k, v in (cfg.get("data") or {}).items() if not k.startswith("_")}
         dm = cls(**{**params, "on_device": False})
         dm.prepare_data()
