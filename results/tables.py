@@ -15,6 +15,7 @@ import csv
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 from digits.runs import job_dirs
@@ -157,10 +158,7 @@ def paired(base: str, other: str) -> str:
 
 def _composition(members: list[dict]) -> str:
     """Which sweeps the members came from, by the name of each run's sweep dir: `shared_original 4, best_zen4 1`."""
-    counts: dict[str, int] = {}
-    for m in members:
-        sweep = Path(m["run"]).parent.name
-        counts[sweep] = counts.get(sweep, 0) + 1
+    counts = Counter(Path(m["run"]).parent.name for m in members)
     return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
