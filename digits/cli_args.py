@@ -293,8 +293,13 @@ def _target(cfg: DictConfig, overrides: list[Any], multirun: bool) -> tuple[Path
     return unique_dir(default.parent, default.name), False
 
 
-def _check_same_sweep(sweep_dir: Path, args: list[str]) -> None:
-    """A sweep dir holds one sweep: re-running it resumes it, a different one is refused before Hydra writes."""
+def _check_same_sweep(sweep_dir: Path, args: list[str], cfg: DictConfig) -> None:
+    """A sweep dir holds one sweep: re-running it resumes it, a different one is refused before Hydra writes.
+
+    The one change allowed is an extension: values appended to the swept keys, so that the sweep's old jobs are the
+    first jobs of the new one with the same overrides, hence the same dirs. They are skipped or resumed as in any
+    re-run, the new ones run after them, and the summary covers all of them: seeds added to a finished study land
+    beside the others instead of in a second sweep dir."""
     saved = sweep_dir / "multirun.yaml"
     if not saved.is_file():
         return
@@ -303,11 +308,39 @@ def _check_same_sweep(sweep_dir: Path, args: list[str]) -> None:
     except yaml.YAMLError:
         before = None
     now = _task_overrides(args)
-    if before is None or sorted(before) != sorted(now):
-        was = " ".join(before or []) or "(unreadable)"
-        raise UserError(
-            f"holds a different sweep ({was}); re-run that one or choose another hydra.sweep.dir", sweep_dir
-        )
+    if before is not None and (sorted(before) == sorted(now) or _extends(before, now, cfg)):
+        return
+    was = " ".join(before or []) or "(unreadable)"
+    raise UserError(
+        f"holds a different sweep ({was}); re-run that one, extend it by appending values to what it sweeps, "
+        "or choose another hydra.sweep.dir",
+        sweep_dir,
+    )
+
+
+def _extends(before: list[str], now: list[str], cfg: DictConfig) -> bool:
+    """Whether the sweep `now` runs every job of `before` first, in order, under the same names, then more."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not isinstance(before, list) or not all(isinstance(a, str) for a in before):
+        return False
+    parser = OverridesParser.create()
+    try:
+        old, new = parser.parse_overrides(before), parser.parse_overrides(now)
+    except Exception:  # a hand-edited multirun.yaml: not provably the same sweep
+        return False
+
+    def fixed(overrides: list[Any]) -> set[str]:
+        return {o.input_line for o in overrides if not o.is_sweep_override()}
+
+    def swept(overrides: list[Any]) -> set[str]:
+        return {o.key_or_group for o in overrides if o.is_sweep_override()}
+
+    # The same fixed values and the same swept keys: a job's dir name lists exactly the swept keys.
+    if fixed(old) != fixed(new) or swept(old) != swept(new) or not swept(new):
+        return False
+    jobs_before, jobs_now = _job_overrides(old, before, cfg), _job_overrides(new, now, cfg)
+    return 0 < len(jobs_before) < len(jobs_now) and jobs_now[: len(jobs_before)] == jobs_before
 
 
 def _task_overrides(args: list[str]) -> list[str]:
@@ -364,7 +397,7 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
     run = RunDir(target)
     resume = any(a.startswith("resume=") for a in args)
     if multirun:
-        _check_same_sweep(target, args)
+        _check_same_sweep(target, args, cfg)
     run.claim()
     if not multirun and named and not resume and run.holds_results():
         run.release()  # checked after the claim: a run that finishes here meanwhile has written its results first

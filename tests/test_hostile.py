@@ -146,8 +146,30 @@ def test_a_different_sweep_is_refused_in_an_existing_sweep_dir(tmp_path: Path, g
     run_cli([*base, "lr=0.05,0.1"], cwd=tmp_path)
     before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.suffix in (".yaml", ".json")}
     _one_line_error(run_cli([*base, "lr=0.5,1.0"], cwd=tmp_path, check=False), "holds a different sweep")
+    # Not extensions: the old jobs reordered (job 0 would become lr=0.1), a fixed value changed, a new swept key.
+    for changed in (["lr=0.1,0.05,0.2"], ["lr=0.05,0.1,0.2", "model=ann"], ["lr=0.05,0.1", "seed=0,1"]):
+        proc = run_cli([*base, *changed], cwd=tmp_path, check=False)
+        _one_line_error(proc, "extend it by appending values")
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0_lr=0.05", "1_lr=0.1"]
+
+
+def test_a_finished_sweep_extended_runs_only_its_new_jobs(tmp_path: Path, grid_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    base = ["-m", f"data.dir={grid_dir}", *FAST, "model=lenet", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
+    run_cli([*base, "lr=0.05,0.1"], cwd=tmp_path)
+    before = {p: p.read_bytes() for p in sweep.glob("*/metrics.json")}
+    proc = run_cli([*base, "lr=0.05,0.1,0.2"], cwd=tmp_path)
+    assert proc.stdout.count("skipping") + proc.stderr.count("skipping") == 2, proc.stderr[-2000:]
+    assert {p: p.read_bytes() for p in before} == before  # the finished jobs are untouched
+    assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0_lr=0.05", "1_lr=0.1", "2_lr=0.2"]
+    assert metrics_of(sweep / "2_lr=0.2")["status"] == "completed"
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert len(summary) == 4 and all(f"lr={v}" in "".join(summary) for v in ("0.05", "0.1", "0.2"))
+    # The extended sweep is now the one the dir holds: its own re-run skips all three, the old command is refused.
+    proc = run_cli([*base, "lr=0.05,0.1,0.2"], cwd=tmp_path)
+    assert proc.stdout.count("skipping") + proc.stderr.count("skipping") == 3, proc.stderr[-2000:]
+    _one_line_error(run_cli([*base, "lr=0.05,0.1"], cwd=tmp_path, check=False), "holds a different sweep")
 
 
 def test_last_ckpt_is_the_last_epoch_even_after_a_plateau(tmp_path: Path, grid_dir: Path) -> None:
