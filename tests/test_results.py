@@ -41,7 +41,10 @@ PAIRS = [
     ("best_zen4", "best_wide"),
 ]  # recipe (or machine) changes, compared seed by seed on validation
 # Ensembles chosen on a validation split their members share (digits.ensemble --select), and the studies of their runs.
-ENSEMBLE_STUDIES = [("shared", ["shared_original", "shared_deotte"])]
+ENSEMBLE_STUDIES = [
+    ("shared", ["shared_original", "shared_deotte"]),
+    ("shared1", ["shared1_original", "shared1_deotte"]),
+]
 
 
 def _tables():
