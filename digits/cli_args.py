@@ -246,7 +246,7 @@ def _bad_value(override: str, why: str) -> str:
     return f"{override}: {why}"
 
 
-def _job_overrides(overrides: list[Any], args: list[str], cfg: DictConfig) -> list[list[str]]:
+def _job_overrides(args: list[str], cfg: DictConfig) -> list[list[str]]:
     """Every job of a basic sweep, as Hydra's BasicSweeper will expand it (params from the config first)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -339,7 +339,7 @@ def _extends(before: list[str], now: list[str], cfg: DictConfig) -> bool:
     # The same fixed values and the same swept keys: a job's dir name lists exactly the swept keys.
     if fixed(old) != fixed(new) or swept(old) != swept(new) or not swept(new):
         return False
-    jobs_before, jobs_now = _job_overrides(old, before, cfg), _job_overrides(new, now, cfg)
+    jobs_before, jobs_now = _job_overrides(before, cfg), _job_overrides(now, cfg)
     return 0 < len(jobs_before) < len(jobs_now) and jobs_now[: len(jobs_before)] == jobs_before
 
 
@@ -388,7 +388,7 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
         cfg = composer.compose(plain if sweeps else [a for a in args if not a.startswith("-")])
         multirun = multirun or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
         if multirun:
-            for job in _job_overrides(overrides, args, cfg)[:MAX_CHECKED_JOBS]:
+            for job in _job_overrides(args, cfg)[:MAX_CHECKED_JOBS]:
                 composer.compose(job + [a for a in plain if a.startswith("hydra")])
         elif sweeps:
             raise UserError(f"{sweeps[0].input_line}: a list of values needs -m (a sweep)")
