@@ -39,11 +39,10 @@ def members_of(paths: list[Path]) -> list[Path]:
         if not jobs:
             raise UserError("holds no finished run (no predictions.npz)", p)
         out.extend(jobs)
-    unique: list[Path] = []
+    unique: dict[Path, Path] = {}  # resolved path -> the first spelling given, in order
     for d in out:
-        if d.resolve() not in {u.resolve() for u in unique}:
-            unique.append(d)
-    return unique
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
 
 
 def _load(run_dir: Path) -> dict[str, Any]:
