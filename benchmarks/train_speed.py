@@ -91,8 +91,8 @@ def baseline(dm, batches: int, args: argparse.Namespace, device: torch.device) -
 
 def project(batches: int, args: argparse.Namespace, device: torch.device, out_dir: Path) -> dict:
     """This project's trainer with its defaults for the device, built from conf/ like `python -m digits.train`."""
+    from digits.build import build
     from digits.callbacks import RunRecorder
-    from digits.pipeline import build
 
     cfg = compose(
         [

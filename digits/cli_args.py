@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digits import schema
 from digits.errors import UserError
-from digits.runs import RunDir, unique_dir
+from digits.runs import RunDir, unique_dir, write_json_atomic
 
 
 def _find_conf() -> Path:
@@ -41,10 +41,6 @@ FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "-
 FLAGS_WITH_VALUE |= {"--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
 MAX_CHECKED_JOBS = 256
 MIN_FREE_BYTES = 50 * 2**20
-# What a resumed run may not change: the model, the data and what decides the weights it ends with.
-RESUME_KEEPS = ("model", "data", "optim", "scheduler", "experiment", "init", "seed", "lr", "l1", "label_smoothing")
-RESUME_KEEPS += ("final_weights", "average_epochs", "trainer.max_epochs", "trainer.limit_train_batches")
-RESUME_KEEPS += ("trainer.accumulate_grad",)
 
 
 def groups() -> dict[str, list[str]]:
@@ -96,21 +92,18 @@ def expand_resume(args: list[str]) -> list[str]:
     given = [a for a in args if a.startswith("resume=")]
     if not given:
         return args
-    run = RunDir(_unquote(given[-1].split("=", 1)[1]))
+    value = _unquote(given[-1].split("=", 1)[1])
+    if not value.strip():
+        raise UserError("resume is empty; name the run dir to continue (an unset shell variable?)")
+    run = RunDir(value)
     if not run.path.is_dir():
         raise UserError("no such run dir to resume", run.path)
     if not run.overrides_file.is_file():
         raise UserError("not a run dir (no .hydra/overrides.yaml to resume from)", run.path)
-    saved = yaml.safe_load(run.overrides_file.read_text()) or []
+    saved = run.overrides(everything=True)
     previous = [o for o in saved if not o.startswith(("resume=", "hydra.run.dir=", "hydra.sweep.dir=", "hydra.job."))]
     rest = [a for a in args if not a.startswith(("resume=", "hydra.run.dir="))]
-    changing = [a for a in rest if a.lstrip("+~").startswith(RESUME_KEEPS) and a not in previous]
-    if changing:
-        raise UserError(
-            f"a resumed run continues as it was started; it cannot take {changing[0]} "
-            "(start a new run for other settings)",
-            run.path,
-        )
+    # What the resume may change is decided by the run's fingerprint (digits.fingerprint), checked in prepare().
     return [*previous, *rest, f"hydra.run.dir={quote(str(run.path))}", f"resume={quote(str(run.path))}"]
 
 
@@ -190,12 +183,16 @@ class Composer:
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException, ValueError) as e:
             raise UserError(self._explain(e, overrides)) from None
-        schema.check(cfg)
+        self.plain = schema.validate(cfg)
         return cfg
 
     def _explain(self, e: BaseException, overrides: list[str]) -> str:
         text = _first_line(e)
         cause = e.__cause__ or e.__context__
+        whole = f"{e} {cause or ''}"
+        deleted = next((o[1:].split("=", 1)[0] for o in overrides if o.startswith("~")), None)
+        if deleted and ("Could not delete" in whole or "does not support deletion" in whole):
+            return f"{deleted} is required; it cannot be removed (~{deleted})"
         if text.startswith("Error merging override") and cause is not None:
             return _bad_value(text[len("Error merging override") :].strip(), _first_line(cause))
         for marker in ("Could not override '", "Could not append to config. An item is already at '"):
@@ -211,7 +208,7 @@ class Composer:
     def _unknown_key(self, key: str, overrides: list[str]) -> str:
         """`trainer.max_epoch` -> the valid keys of `trainer` and the closest one."""
         parent, _, leaf = key.rpartition(".")
-        keep = [o for o in overrides if o.split("=", 1)[0] in groups() or o.startswith("experiment=")]
+        keep = [o for o in overrides if o.split("=", 1)[0].lstrip("~") in groups() or o.startswith("experiment=")]
         try:
             from hydra import compose
 
@@ -220,7 +217,10 @@ class Composer:
         except Exception:
             node = None
         if not isinstance(node, DictConfig):
-            return f"unknown key {key}"
+            removed = next(
+                (o for o in overrides if o.startswith("~") and key.startswith(o[1:].split("=")[0] + ".")), None
+            )
+            return f"{removed} removes {parent}, so {key} cannot be set" if removed else f"unknown key {key}"
         valid = sorted(str(k) for k in node if not str(k).startswith("_"))
         close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.6)
         hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
@@ -284,63 +284,101 @@ def _given(overrides: list[Any], key: str) -> str | None:
 
 
 def _target(cfg: DictConfig, overrides: list[Any], multirun: bool) -> tuple[Path, bool]:
-    """(the dir this command writes to, whether the user named it)."""
+    """(the dir this command writes to, whether the user named it), read from the composed config, resolved: the
+    dir that is checked and claimed is the dir Hydra will write to, however it was spelled."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    given = _given(overrides, key)
-    if given is not None:
-        return Path(given), True
-    default = Path(str(OmegaConf.select(cfg, key)))  # composed now: outputs/<date>/<time>
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except OmegaConfBaseException as e:
+        raise UserError(f"{key}: cannot be resolved ({_first_line(e)})") from None
+    if value is None or not str(value).strip():
+        raise UserError(f"{key} is empty; name a directory (an unset shell variable?)")
+    if _given(overrides, key) is not None:
+        return Path(str(value)), True
+    default = Path(str(value))  # outputs/<date>/<time>
     return unique_dir(default.parent, default.name), False
 
 
-def _check_same_sweep(sweep_dir: Path, args: list[str], cfg: DictConfig) -> None:
-    """A sweep dir holds one sweep: re-running it resumes it, a different one is refused before Hydra writes.
+# --- sweep identity: the ordered list of its jobs' fingerprints -----------------------------------------------------
+def _sweep_jobs(args: list[str], cfg: DictConfig, composer: Composer) -> list[dict[str, Any]]:
+    """Each job of the sweep, composed and checked: its overrides and the fingerprint of its resolved config. A
+    search (Optuna) has no job list before it runs: its identity is its base config and search space."""
+    from digits import fingerprint
 
-    The one change allowed is an extension: values appended to the swept keys, so that the sweep's old jobs are the
-    first jobs of the new one with the same overrides, hence the same dirs. They are skipped or resumed as in any
-    re-run, the new ones run after them, and the summary covers all of them: seeds added to a finished study land
-    beside the others instead of in a second sweep dir."""
-    saved = sweep_dir / "multirun.yaml"
-    if not saved.is_file():
+    jobs = _job_overrides(args, cfg)
+    if not jobs and not str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        space = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+        return [{"overrides": ["<search>"], "id": fingerprint.digest([fingerprint.trajectory(composer.plain), space])}]
+    hydra_args = [a for a in args if not a.startswith("-") and a.lstrip("+~").startswith("hydra")]
+    out = []
+    for job in jobs:
+        composer.compose(job + hydra_args)
+        out.append({"overrides": job, "id": fingerprint.digest(fingerprint.job_key(composer.plain))})
+    seen: dict[str, int] = {}
+    for i, job in enumerate(out):
+        if job["id"] in seen:
+            first = seen[job["id"]]
+            raise UserError(
+                f"jobs {first} ({_varied(out, first)}) and {i} ({_varied(out, i)}) are the same run; a sweep runs "
+                "each configuration once (a repeated value, or two spellings of one)"
+            )
+        seen[job["id"]] = i
+    return out
+
+
+def _varied(jobs: list[dict[str, Any]], i: int) -> str:
+    """Job i's overrides that are not the same in every job: what a reader needs to tell it apart."""
+    common = set.intersection(*(set(j["overrides"]) for j in jobs)) if jobs else set()
+    return ",".join(o for o in jobs[i]["overrides"] if o not in common) or ",".join(jobs[i]["overrides"])
+
+
+def _check_sweep_identity(sweep: RunDir, jobs: list[dict[str, Any]], args: list[str], cfg: DictConfig) -> None:
+    """A sweep dir holds one sweep, identified by the ordered list of its jobs. A re-run of the same list resumes
+    it; a list that starts with it and adds new, distinct jobs extends it (the old jobs keep their numbers and
+    dirs); anything else is refused before Hydra writes."""
+    before = _stored_jobs(sweep, cfg)
+    if before is None:
         return
-    try:
-        before = (yaml.safe_load(saved.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task", [])
-    except yaml.YAMLError:
-        before = None
-    now = _task_overrides(args)
-    if before is not None and (sorted(before) == sorted(now) or _extends(before, now, cfg)):
+    ids_before, ids_now = [j["id"] for j in before], [j["id"] for j in jobs]
+    if ids_now[: len(ids_before)] == ids_before:
         return
-    was = " ".join(before or []) or "(unreadable)"
+    i = next(i for i, (a, b) in enumerate(zip(ids_before, ids_now + [None] * len(ids_before))) if a != b)
+    was = _varied(before, i)
+    now = _varied(jobs, i) if i < len(jobs) else "nothing"
     raise UserError(
-        f"holds a different sweep ({was}); re-run that one, extend it by appending values to what it sweeps, "
-        "or choose another hydra.sweep.dir",
-        sweep_dir,
+        f"holds a different sweep: its job {i} was {was}, this sweep's is {now}; re-run that sweep, extend it by "
+        "appending values to what it sweeps, or choose another hydra.sweep.dir",
+        sweep.path,
     )
 
 
-def _extends(before: list[str], now: list[str], cfg: DictConfig) -> bool:
-    """Whether the sweep `now` runs every job of `before` first, in order, under the same names, then more."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def _stored_jobs(sweep: RunDir, cfg: DictConfig) -> list[dict[str, Any]] | None:
+    """The jobs a sweep dir was started with: sweep.json, or for an older sweep, its multirun.yaml composed again."""
+    import json
 
-    if not isinstance(before, list) or not all(isinstance(a, str) for a in before):
-        return False
-    parser = OverridesParser.create()
+    if sweep.sweep_file.is_file():
+        try:
+            jobs = json.loads(sweep.sweep_file.read_text())["jobs"]
+            if isinstance(jobs, list) and all(isinstance(j, dict) and "id" in j for j in jobs):
+                return jobs
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        raise UserError(
+            "is damaged (not the sweep.json digits writes); choose another hydra.sweep.dir", sweep.sweep_file
+        )
+    saved = sweep.path / "multirun.yaml"
+    if not saved.is_file():
+        return None
     try:
-        old, new = parser.parse_overrides(before), parser.parse_overrides(now)
-    except Exception:  # a hand-edited multirun.yaml: not provably the same sweep
-        return False
-
-    def fixed(overrides: list[Any]) -> set[str]:
-        return {o.input_line for o in overrides if not o.is_sweep_override()}
-
-    def swept(overrides: list[Any]) -> set[str]:
-        return {o.key_or_group for o in overrides if o.is_sweep_override()}
-
-    # The same fixed values and the same swept keys: a job's dir name lists exactly the swept keys.
-    if fixed(old) != fixed(new) or swept(old) != swept(new) or not swept(new):
-        return False
-    jobs_before, jobs_now = _job_overrides(before, cfg), _job_overrides(now, cfg)
-    return 0 < len(jobs_before) < len(jobs_now) and jobs_now[: len(jobs_before)] == jobs_before
+        before = (yaml.safe_load(saved.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task", [])
+        with Composer() as composer:
+            return _sweep_jobs([*before], cfg, composer)
+    except (yaml.YAMLError, AttributeError, UserError, TypeError):
+        raise UserError(
+            "holds a sweep whose multirun.yaml cannot be read; choose another hydra.sweep.dir", saved
+        ) from None
 
 
 def _task_overrides(args: list[str]) -> list[str]:
@@ -383,27 +421,52 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
     check_choices(overrides)
     multirun = any(a in MULTIRUN_FLAGS for a in args)
     sweeps = [o for o in overrides if o.is_sweep_override()]
-    plain = [a for a, o in zip([a for a in args if not a.startswith("-")], overrides) if not o.is_sweep_override()]
+    given = [a for a in args if not a.startswith("-")]
+    plain = [a for a, o in zip(given, overrides) if not o.is_sweep_override()]
+    jobs: list[dict[str, Any]] = []
     with Composer() as composer:
-        cfg = composer.compose(plain if sweeps else [a for a in args if not a.startswith("-")])
+        cfg = composer.compose(plain if sweeps else given)
+        run_plain = composer.plain
         multirun = multirun or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
         if multirun:
-            for job in _job_overrides(args, cfg)[:MAX_CHECKED_JOBS]:
-                composer.compose(job + [a for a in plain if a.startswith("hydra")])
+            jobs = _sweep_jobs(args, cfg, composer)
         elif sweeps:
             raise UserError(f"{sweeps[0].input_line}: a list of values needs -m (a sweep)")
     target, named = _target(cfg, overrides, multirun)
     check_writable(target)
     run = RunDir(target)
     resume = any(a.startswith("resume=") for a in args)
+    kind = "sweep" if multirun else "run"
     if multirun:
-        _check_same_sweep(target, args, cfg)
-    run.claim()
+        run.check_writable_as(kind)
+        _check_sweep_identity(run, jobs, args, cfg)
+    elif resume:
+        _check_resume(run, run_plain)
+    run.claim(kind)
     if not multirun and named and not resume and run.holds_results():
         run.release()  # checked after the claim: a run that finishes here meanwhile has written its results first
         raise UserError(f"already holds a run; resume it with resume={target} or choose another dir", target)
+    if multirun and jobs:
+        write_json_atomic(run.sweep_file, {"jobs": jobs})  # the same list, or an extension of it
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    extra = [f"{key}={quote(str(target))}"] if not named else []
+    args = [a for a in args if not a.startswith(key + "=")] + [f"{key}={quote(str(target))}"]
     if multirun:
-        extra += _naming(overrides, args)
-    return [*args, *extra], Target(run, multirun)
+        args += _naming(overrides, args)
+    return args, Target(run, multirun)
+
+
+def _check_resume(run: RunDir, plain: dict[str, Any]) -> None:
+    """A resume continues the run as it started: the same trajectory config, the same data bytes, and a last.ckpt
+    that this run wrote (digits.fingerprint). Checked before Hydra writes into the dir."""
+    from digits import fingerprint
+
+    stored = run.read_fingerprint()
+    if stored is None:
+        return  # a run from before fingerprints: its overrides were replayed as they were
+    data_dir = fingerprint.data_dir_of(plain)
+    now = fingerprint.of_run(plain, data_dir if data_dir.is_dir() else None)
+    fingerprint.check_same(stored, now, run.path)
+    if run.last_checkpoint.is_file():
+        from digits.evaluate import load_checkpoint
+
+        fingerprint.check_checkpoint(stored, load_checkpoint(run.last_checkpoint), run.last_checkpoint)

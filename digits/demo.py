@@ -90,15 +90,42 @@ def build(reader: Reader):  # -> gr.Blocks
     return page
 
 
+def port(text: str) -> int:
+    """argparse type: a TCP port, 1-65535."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
+    return value
+
+
+def _check_port(host: str, number: int) -> None:
+    """A busy port or an address this machine does not have is one line before the page is built."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, number))
+    except OSError as e:
+        raise UserError(
+            f"cannot listen on {host}:{number} ({e.strerror or e}); choose another --port or --host"
+        ) from None
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m digits.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a finished training run")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let other machines open it")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=port, default=7860)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if importlib.util.find_spec("gradio") is None:
         raise UserError('the demo needs Gradio: pip install -e ".[demo]" (or pip install gradio)')
+    _check_port(args.host, args.port)
     reader = Reader(args.run_dir)
     print(f"digits demo: http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     build(reader).launch(server_name=args.host, server_port=args.port, quiet=True, footer_links=[])

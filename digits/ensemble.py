@@ -11,7 +11,6 @@ ensemble's) and, for an unlabelled test split, submission.csv.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import sys
@@ -22,7 +21,7 @@ import numpy as np
 
 from digits import runs
 from digits.cli_args import check_writable
-from digits.errors import ArgumentParser, UserError, cli
+from digits.errors import ArgumentParser, UserError, cli, positive_int
 
 
 def members_of(paths: list[Path]) -> list[Path]:
@@ -70,15 +69,16 @@ def validation_probs(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
     checkpoint stores, which gives back the very images the run never trained on (a few seconds a member on a CPU).
     Returns (probs, labels, fingerprint of the images and labels)."""
     from digits.data.datamodule import DigitsDataModule
-    from digits.evaluate import net_from_checkpoint, predict_probs, tested_checkpoint
+    from digits.evaluate import net_from_checkpoint, precision_of, predict_probs, tested_checkpoint
 
     net, cfg = net_from_checkpoint(tested_checkpoint(run_dir))
-    dm = DigitsDataModule.of_run(cfg)
+    dm = DigitsDataModule.of_run(cfg, runs.RunDir(run_dir).read_fingerprint())
     if dm.val is None or not len(dm.val) or dm.val.labels is None:
         raise UserError("has no validation split (trained with data.val_fraction=0); --select needs one", run_dir)
     images, labels = dm.val.images.numpy(), dm.val.labels.numpy()
     fingerprint = hashlib.sha1(images.tobytes() + labels.astype(np.int64).tobytes()).hexdigest()
-    return predict_probs(net, dm.val.images, dm.eval_batch_size).numpy().astype(np.float64), labels, fingerprint
+    probs = predict_probs(net, dm.val.images, dm.eval_batch_size, precision_of(cfg))
+    return probs.numpy().astype(np.float64), labels, fingerprint
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -166,58 +166,30 @@ def ensemble(run_dirs: list[Path], top: int | None = None, select_k: int | None 
     }
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a count of at least 1 (a zero or negative --top would silently slice the list)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _output_dir(given: Path | None) -> Path:
-    """--out, or a new outputs/ensemble/<date>/<time>; never a dir that holds results, never a file."""
+def _output_dir(given: Path | None) -> runs.RunDir:
+    """--out, or a new outputs/ensemble/<date>/<time>, claimed under the run-dir rule (a new or empty dir, or an
+    ensemble dir that a failed command left without results)."""
     if given is None:
         stamp = dt.datetime.now()
-        return runs.unique_dir(Path("outputs") / "ensemble" / stamp.strftime("%Y-%m-%d"), stamp.strftime("%H-%M-%S"))
-    if given.exists() and not given.is_dir():
-        raise UserError("is a file; --out takes a directory", given)
-    if runs.holds_results(given) or (given / "ensemble.json").exists():
-        raise UserError("already holds results; choose another --out", given)
-    return given
+        given = runs.unique_dir(Path("outputs") / "ensemble" / stamp.strftime("%Y-%m-%d"), stamp.strftime("%H-%M-%S"))
+    out = runs.RunDir(given)
+    out.check_writable_as("ensemble")
+    if (out.path / "ensemble.json").exists():
+        raise UserError("already holds results (an ensemble); choose another --out", out.path)
+    check_writable(out.path)
+    return out
 
 
-@cli
-def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="python -m digits.ensemble", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run dirs and/or sweep dirs")
-    parser.add_argument(
-        "--top",
-        type=positive_int,
-        default=None,
-        help="keep the K members whose tested weights have the best val accuracy",
-    )
-    parser.add_argument(
-        "--select",
-        type=positive_int,
-        default=None,
-        help="choose K members by greedy forward selection on a validation split they share (data.split_seed)",
-    )
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default outputs/ensemble/<date>/<time>)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.top is not None and args.select is not None:
-        parser.error("--top and --select are two ways to choose members; give one")
-    out = _output_dir(args.out)
-    check_writable(out)
-    result = ensemble(members_of(args.paths), args.top, args.select)
-    out.mkdir(parents=True, exist_ok=True)
+def _write(out: runs.RunDir, result: dict[str, Any]) -> None:
+    """ensemble.json, and submission.csv for an unlabelled test split, into the claimed dir."""
     preds = result.pop("predictions")
     if result["test_acc"] is None:
-        runs.write_submission(out / "submission.csv", preds)
-        result["submission"] = str(out / "submission.csv")
-    runs.write_json_atomic(out / "ensemble.json", result)
+        runs.write_submission(out.path / "submission.csv", preds)
+        result["submission"] = str(out.path / "submission.csv")
+    runs.write_json_atomic(out.path / "ensemble.json", result)
+
+
+def _print(result: dict[str, Any]) -> None:
     for i, step in enumerate((result.get("selection") or {}).get("steps", []), 1):
         print(
             f"select {i}: {step['run']}  val {100 * step['member_val_acc']:.2f}%  "
@@ -234,7 +206,44 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         print(f"ensemble of {result['n_members']}: unlabelled test split; wrote {result['submission']}")
-    print(out / "ensemble.json")
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m digits.ensemble", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run dirs and/or sweep dirs")
+    parser.add_argument(
+        "--top",
+        type=positive_int,
+        default=None,
+        help="keep the K members whose tested weights have the best val accuracy",
+    )
+    parser.add_argument(
+        "--select",
+        type=positive_int,
+        default=None,
+        help="choose K members by greedy forward selection on a validation split they share (data.split_seed)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="a new or empty dir (default outputs/ensemble/<date>/<time>)"
+    )
+    return parser
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.top is not None and args.select is not None:
+        parser.error("--top and --select are two ways to choose members; give one")
+    out = _output_dir(args.out)
+    result = ensemble(members_of(args.paths), args.top, args.select)
+    out.claim("ensemble")
+    try:
+        _write(out, result)
+    finally:
+        out.release()
+    _print(result)
+    print(out.path / "ensemble.json")
 
 
 if __name__ == "__main__":

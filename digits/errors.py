@@ -77,3 +77,14 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         report(UserError(f"{message} (see {self.prog} --help)"))
         sys.exit(EXIT_USER_ERROR)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a count of at least 1 (a zero or negative count would silently do nothing or fail later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

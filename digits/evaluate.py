@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from digits import plots
@@ -23,14 +21,22 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def predict_probs(net: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Softmax probabilities [N, 10] (float32, on the CPU) for uint8 images [N, 1, 28, 28] on the net's device."""
+def predict_probs(
+    net: nn.Module, images: torch.Tensor, batch_size: int = 1000, precision: str | None = None
+) -> torch.Tensor:
+    """Softmax probabilities [N, 10] (float32, on the CPU) for uint8 images [N, 1, 28, 28] on the net's device.
+
+    `precision` is the run's (precision_of): a bf16 run is evaluated under bf16 autocast on any device, as its
+    validation epochs were, so every number a run records and every tool's recomputation of it agree."""
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
     images = images.to(device)
     out = []
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision is None:  # a checkpoint from before runs recorded their precision
+        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    else:
+        use_bf16 = str(precision).startswith("bf16")
     for (x,) in TensorBatches(images, None, batch_size, shuffle=False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = net(x)
@@ -69,17 +75,18 @@ def _why_unreadable(e: BaseException) -> str:
 def net_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the bare architecture from the config stored in the checkpoint and load its weights.
 
-    The stored `_target_` must name one of this project's models: a checkpoint is data, and instantiating any
-    callable it names would hand the file the control that weights_only=True takes away."""
+    A checkpoint is data: the model is built by digits.models.build from the registry of this project's
+    architectures with checked plain values, never instantiated from what the file names."""
     from digits import models
 
     ckpt = load_checkpoint(path)
     cfg = ckpt["digits_config"]
-    model_cfg = dict(cfg.get("model") or {}) if isinstance(cfg, dict) else {}
-    allowed = {f"{cls.__module__}.{cls.__name__}" for cls in models.ARCHITECTURES}
-    if model_cfg.get("_target_") not in allowed:
-        raise UserError(f"names a model this project does not have ({str(model_cfg.get('_target_'))[:80]})", path)
-    net = instantiate(OmegaConf.create(model_cfg))
+    if not isinstance(cfg, dict):
+        raise UserError("holds no model config", path)
+    try:
+        net = models.build(cfg.get("model"), what="its model config")
+    except UserError as e:
+        raise UserError(e.what, path) from None
     prefix = "net."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
@@ -90,14 +97,21 @@ def net_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def tested_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint a run was tested with: best.ckpt, last.ckpt for a run that kept its last weights, or
-    average.ckpt for one that averaged them."""
+    """The checkpoint file a run was tested with, as its record names it: every tool uses exactly that file. Runs
+    from before records named it: best.ckpt, last.ckpt for a run that kept its last weights, average.ckpt for one
+    that averaged them."""
     from digits.runs import RunDir
 
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise UserError("no such run dir", run.path)
     record = run.read_record() or {}
+    named = record.get("tested_checkpoint")
+    if isinstance(named, str):
+        path = run.path / named
+        if run.path.resolve() not in path.resolve().parents or not path.is_file():
+            raise UserError(f"has no checkpoint {named} (the file its record names as the tested weights)", run.path)
+        return path
     order = [run.best_checkpoint, run.last_checkpoint]
     if record.get("tested_weights") == "last":
         order.reverse()
@@ -109,17 +123,23 @@ def tested_checkpoint(run_dir: str | Path) -> Path:
     raise UserError("has no checkpoint (checkpoints/best.ckpt or last.ckpt); is it a finished training run?", run.path)
 
 
-def predict_splits(dm: DigitsDataModule, net: nn.Module) -> dict[str, np.ndarray]:
+def precision_of(cfg: dict[str, Any]) -> str | None:
+    """The precision a run trained (and so validated) in, from its stored config."""
+    value = ((cfg or {}).get("trainer") or {}).get("precision")
+    return None if value is None else str(value)
+
+
+def predict_splits(dm: DigitsDataModule, net: nn.Module, precision: str | None = None) -> dict[str, np.ndarray]:
     """Softmax on the test split (and on validation when the test split is unlabelled, for the figures), with the
     images of the worst mistakes, so the report can draw them without the data."""
     assert dm.train is not None and dm.val is not None
     net.to(dm.train.images.device)
     out: dict[str, np.ndarray] = {}
     if not dm.test_labelled and len(dm.val):
-        out["val_probs"] = predict_probs(net, dm.val.images, dm.eval_batch_size).numpy()
+        out["val_probs"] = predict_probs(net, dm.val.images, dm.eval_batch_size, precision).numpy()
         out["val_labels"] = dm.val.labels.cpu().numpy()  # type: ignore[union-attr]
     if dm.test is not None:
-        out["test_probs"] = predict_probs(net, dm.test.images, dm.eval_batch_size).numpy()
+        out["test_probs"] = predict_probs(net, dm.test.images, dm.eval_batch_size, precision).numpy()
         out["test_fingerprint"] = np.array(hashlib.sha1(dm.test.images.cpu().numpy().tobytes()).hexdigest())
         if dm.test.labels is not None:
             out["test_labels"] = dm.test.labels.cpu().numpy()
@@ -131,11 +151,11 @@ def predict_splits(dm: DigitsDataModule, net: nn.Module) -> dict[str, np.ndarray
     return out
 
 
-def val_accuracy(dm: DigitsDataModule, net: nn.Module) -> float | None:
+def val_accuracy(dm: DigitsDataModule, net: nn.Module, precision: str | None = None) -> float | None:
     """Accuracy on the validation split of weights that no epoch validated (the averaged ones); None without one."""
     if dm.val is None or not len(dm.val) or dm.val.labels is None:
         return None
-    probs = predict_probs(net, dm.val.images, dm.eval_batch_size)
+    probs = predict_probs(net, dm.val.images, dm.eval_batch_size, precision)
     return float((probs.argmax(1) == dm.val.labels.cpu()).float().mean())
 
 

@@ -10,13 +10,13 @@ printed. Needs the `export` extra: pip install -e ".[export]" (onnx, onnxscript,
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from digits import runs
 from digits.data.batches import MEAN, STD
 from digits.errors import ArgumentParser, UserError, cli
 
@@ -45,16 +45,20 @@ def _check_extra() -> None:
         )
 
 
-def validation_images(cfg: dict) -> torch.Tensor:
+def validation_images(cfg: dict, fingerprint: dict | None = None) -> torch.Tensor:
     """The run's own validation split (same folder, fraction and split seed), uint8 [N, 1, 28, 28]."""
     from digits.data.datamodule import DigitsDataModule
 
-    dm = DigitsDataModule.of_run(cfg)
-    assert dm.val is not None
-    if len(dm.val) == 0:  # trained with data.val_fraction=0: check on the test split instead
-        assert dm.test is not None, "a run without validation and without test.csv"
+    dm = DigitsDataModule.of_run(cfg, fingerprint)
+    if dm.val is not None and len(dm.val):
+        return dm.val.images
+    if dm.test is not None and len(dm.test):  # trained with data.val_fraction=0: check on the test split instead
         return dm.test.images
-    return dm.val.images
+    raise UserError(
+        "the run has no validation split (data.val_fraction=0) and its folder no test.csv: no images to check "
+        "the export against",
+        dm.data_dir,
+    )
 
 
 def export_onnx(model: Deployable, out: Path, images: torch.Tensor) -> float:
@@ -65,29 +69,32 @@ def export_onnx(model: Deployable, out: Path, images: torch.Tensor) -> float:
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # notes on torchvision ops this model does not use
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        program = torch.onnx.export(
-            model,
-            (images[:2].float(),),
-            dynamo=True,
-            input_names=["image"],
-            output_names=["probabilities"],
-            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
-            verbose=False,
-        )
-        program.save(str(tmp))
-        disagree, worst = compare(model, tmp, images)
+    worst = 0.0
+
+    def write(tmp: Path) -> None:
+        nonlocal worst
+        try:
+            program = torch.onnx.export(
+                model,
+                (images[:2].float(),),
+                dynamo=True,
+                input_names=["image"],
+                output_names=["probabilities"],
+                dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+                verbose=False,
+            )
+            program.save(str(tmp))
+            disagree, worst = compare(model, tmp, images)
+        finally:
+            Path(f"{tmp}.data").unlink(missing_ok=True)
         if disagree or worst >= TOLERANCE:
             raise UserError(
                 f"the exported model disagrees with PyTorch ({disagree} labels differ, largest "
                 f"probability difference {worst:.2e}); nothing written",
                 out,
             )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.data").unlink(missing_ok=True)
+
+    runs.write_new_file(out, write)  # never replaces a file, and appears whole
     return worst
 
 
@@ -121,11 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = tested_checkpoint(args.run_dir)
     out = args.out or args.run_dir / "model.onnx"
     if out.exists():
-        raise UserError("already exists; choose another --out", out)
+        raise UserError("already exists; choose another --out (digits never replaces a file)", out)
     if not out.parent.is_dir():
         raise UserError("no such folder for --out", out.parent)
     net, cfg = net_from_checkpoint(ckpt)
-    images = validation_images(cfg)
+    images = validation_images(cfg, runs.RunDir(args.run_dir).read_fingerprint())
     worst = export_onnx(Deployable(net), out, images)
     print(
         f"{out}: ONNX from {ckpt}; onnxruntime agrees with PyTorch on all {len(images)} validation images "

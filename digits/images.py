@@ -28,26 +28,73 @@ WORK_SIDE = 100  # the ink's box is worked on at this size: enough for stroke es
 MIN_STROKE = 2.0  # px at 20-px scale; MNIST's strokes are 2-3 px wide
 
 
+MIN_SIDE = 8  # px: a smaller image cannot hold a legible digit (MNIST's ink box is 20 px)
+
+
 def load(path: str | Path) -> Image.Image:
-    """Open an image file; anything Pillow cannot read is a one-line UserError."""
+    """Open an image file; anything Pillow cannot read is a one-line UserError. Of an animation, the first frame
+    that holds any contrast (a GIF often starts blank)."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            return ImageOps.exif_transpose(img) or img
+            frame = _first_frame_with_contrast(img)
+            return ImageOps.exif_transpose(frame) or frame
     except FileNotFoundError:
         raise UserError("no such file", path) from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise UserError(f"is not an image Pillow can read ({type(e).__name__})", path) from None
 
 
+def _first_frame_with_contrast(img: Image.Image) -> Image.Image:
+    frames = getattr(img, "n_frames", 1)
+    for i in range(frames):
+        img.seek(i)
+        frame = img.copy()
+        a = grey(frame)
+        if a.size and float(a.max()) - float(a.min()) >= 16:
+            return frame
+    img.seek(0)
+    return img.copy()
+
+
 def grey(img: Image.Image) -> np.ndarray:
-    """Float grey levels in [0, 255]; transparent pixels become white paper (drawing tools export them so)."""
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    """Float grey levels in [0, 255] from any of Pillow's modes: 16- and 32-bit integers and floats are scaled by
+    their range, LAB by its lightness, CMYK and palettes through RGB. Transparency: strokes drawn on a transparent
+    background are the ink whatever their colour (white ink included), shown against a contrasting paper."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(paper, rgba)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+        if alpha.max() - alpha.min() >= 16:  # some of it is transparent: the opaque part is the drawing
+            colour = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32)
+            opaque = alpha > 127
+            light_ink = opaque.any() and float(colour[opaque].mean()) > 127
+            paper = (0, 0, 0, 255) if light_ink else (255, 255, 255, 255)
+        else:
+            paper = (255, 255, 255, 255)
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, paper), rgba)
+    if img.mode == "LAB":
+        return np.asarray(img.getchannel("L"), dtype=np.float32)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 1.0 if img.mode == "F" and np.nanmax(a, initial=0) <= 1.0 else 65535.0 if img.mode != "F" else 255.0
+        if img.mode == "I" and np.nanmax(a, initial=0) <= 255:
+            top = 255.0
+        return np.clip(np.nan_to_num(a / top * 255.0), 0, 255).astype(np.float32)
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
     return np.asarray(img.convert("L"), dtype=np.float32)
+
+
+def check_digit(prepared: np.ndarray, img: Image.Image, path: str | Path) -> np.ndarray:
+    """A prepared image that shows no digit is a one-line error, not a confident prediction about nothing."""
+    if min(img.size) < MIN_SIDE:
+        raise UserError(
+            f"is {img.width}x{img.height} pixels, too small to hold a digit (at least {MIN_SIDE}x{MIN_SIDE})", path
+        )
+    if not prepared.any():
+        raise UserError("no digit found (the image is blank, or one flat colour)", path)
+    return prepared
 
 
 def otsu(values: np.ndarray) -> float:

@@ -35,6 +35,7 @@ class Classifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         config: dict | None = None,
+        fingerprint: dict | None = None,
     ):
         super().__init__()
         self.net = net
@@ -46,6 +47,7 @@ class Classifier(L.LightningModule):
         self.channels_last = channels_last
         self.compile_net = compile
         self.config = config or {}  # plain values, stored in every checkpoint so it can be rebuilt without Hydra
+        self.fingerprint = fingerprint  # the run's (digits.fingerprint), so a resume knows the checkpoint is its own
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
         self.val_acc_best = 0.0
@@ -149,6 +151,7 @@ class Classifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_acc_best"] = float(self.val_acc_best)
         checkpoint["digits_config"] = self.config
+        checkpoint["digits_fingerprint"] = (self.fingerprint or {}).get("digest")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.errors import ArgumentParser, UserError, cli, report
+from digits import runs
+from digits.errors import ArgumentParser, UserError, cli, positive_int, report
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
@@ -44,8 +45,8 @@ def _image_files(folder: Path) -> list[Path]:
 
 def read_inputs(inputs: list[Path], errors: list[UserError]) -> Batch:
     """Every readable input, prepared; each unreadable one adds a UserError to `errors` and is skipped."""
-    from digits.data.csv import parse_csv
-    from digits.images import load, mnist_style
+    from digits.data.csv import parse_csv, row_lines
+    from digits.images import check_digit, load, mnist_style
 
     names: list[str] = []
     images: list[np.ndarray] = []
@@ -56,7 +57,7 @@ def read_inputs(inputs: list[Path], errors: list[UserError]) -> Batch:
                 files = _image_files(given)
             elif _is_csv(given):
                 arrays = parse_csv(given)
-                names += [f"{given}:{line}" for line in range(2, len(arrays) + 2)]  # file line numbers
+                names += [f"{given}:{line}" for line in row_lines(given)]  # file line numbers
                 images.append(arrays.images)
                 labels += [None] * len(arrays) if arrays.labels is None else [int(v) for v in arrays.labels]
                 continue
@@ -67,7 +68,8 @@ def read_inputs(inputs: list[Path], errors: list[UserError]) -> Batch:
             continue
         for f in files:
             try:
-                prepared = mnist_style(load(f))
+                img = load(f)
+                prepared = check_digit(mnist_style(img), img, f)
             except UserError as e:
                 errors.append(e)
                 continue
@@ -78,13 +80,13 @@ def read_inputs(inputs: list[Path], errors: list[UserError]) -> Batch:
     return Batch(names, stacked, labels)
 
 
-def predict(net, batch: Batch, batch_size: int = 256) -> np.ndarray:  # net: torch.nn.Module
-    """Softmax [N, 10] on the prepared images, in batches."""
+def predict(net, batch: Batch, batch_size: int = 256, precision: str | None = None) -> np.ndarray:
+    """Softmax [N, 10] on the prepared images, in batches, in the run's precision (net: torch.nn.Module)."""
     import torch
 
     from digits.evaluate import predict_probs
 
-    return predict_probs(net, torch.from_numpy(batch.images).unsqueeze(1), batch_size).numpy()
+    return predict_probs(net, torch.from_numpy(batch.images).unsqueeze(1), batch_size, precision).numpy()
 
 
 def table(batch: Batch, probs: np.ndarray):  # -> pd.DataFrame
@@ -112,26 +114,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m digits.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a finished training run (outputs/<date>/<time>)")
     parser.add_argument("inputs", nargs="+", type=Path, help="image files, folders of images, digit CSVs")
-    parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="default: ./predictions.csv")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="a new CSV file (default: ./predictions.csv, or _1, _2, ... if taken)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.out.exists() and not args.out.is_file():
-        raise UserError("is not a file; --out takes a CSV file name", args.out)
-    from digits.evaluate import net_from_checkpoint, tested_checkpoint
+    out = args.out if args.out is not None else runs.free_name(Path("predictions.csv"))
+    if out.exists():
+        raise UserError("already exists; choose another --out (digits never replaces a file)", out)
+    from digits.evaluate import net_from_checkpoint, precision_of, tested_checkpoint
 
-    net, _ = net_from_checkpoint(tested_checkpoint(args.run_dir))  # a bad run dir stops everything, first
+    net, cfg = net_from_checkpoint(tested_checkpoint(args.run_dir))  # a bad run dir stops everything, first
     errors: list[UserError] = []
     batch = read_inputs(args.inputs, errors)
     for e in errors:
         report(e)
     if len(batch.names):
-        frame = table(batch, predict(net, batch, args.batch_size))
+        frame = table(batch, predict(net, batch, args.batch_size, precision_of(cfg)))
         _print(frame)
-        try:
-            frame.to_csv(args.out, index=False)
-        except OSError as e:
-            raise UserError(f"cannot write ({e.strerror or e})", args.out) from None
-        print(f"{len(frame)} predictions -> {args.out}")
+        runs.write_new_file(out, lambda tmp: frame.to_csv(tmp, index=False))
+        print(f"{len(frame)} predictions -> {out}")
     if errors:
         sys.exit(2)
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from digits import runs
-from digits.errors import ArgumentParser, UserError, cli
+from digits.errors import ArgumentParser, UserError, cli, positive_int
 
 
 def report_run(run_dir: Path) -> list[Path]:
@@ -65,7 +65,6 @@ def report_sweep(sweep_dir: Path, top: int | None = None) -> list[Path]:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    from digits.ensemble import positive_int
 
     parser = ArgumentParser(prog="python -m digits.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run dir (outputs/<date>/<time>) or a sweep dir")
@@ -78,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("no such run or sweep dir", path)
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError("is not writable; the figures are written next to the runs", path)
-    if runs.RunDir(path).is_run():
+    kind = runs.RunDir(path).kind()  # figures go only into a run's or a sweep's own dir (the run-dir rule)
+    if kind == "run":
         written = report_run(path)
-    elif runs.job_dirs(path):
+    elif kind in ("sweep", None, "foreign") and runs.job_dirs(path):
         written = report_sweep(path, args.top)
     else:
         raise UserError("neither a run dir (metrics.json, .hydra/) nor a sweep dir (job sub-dirs)", path)

@@ -23,6 +23,9 @@ import yaml
 
 from digits.errors import UserError
 
+KINDS = ("run", "sweep", "ensemble")  # what a dir written by digits holds; see RunDir.kind
+KIND_FILE = ".digits-dir"
+CLAIM_FILE = ".digits-claim"
 FINISHED = ("completed", "early_stopped", "diverged")  # a sweep re-run skips these
 RESULT_STATUSES = FINISHED  # statuses that count as "the job produced a result"
 
@@ -57,6 +60,38 @@ def write_submission(path: Path, labels: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_new_file(path: Path, write: Any) -> None:
+    """Write a file that must not exist yet: `write(tmp)` fills a temporary file beside it, which is then linked
+    into place, so an existing file (the user's, or one written meanwhile by another process) is never replaced and
+    no reader sees half a file. Refused in one line when `path` exists."""
+    path = Path(path)
+    if path.exists():
+        raise UserError("already exists; choose another name (digits never replaces a file)", path)
+    if not path.parent.is_dir():
+        raise UserError("no such folder", path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.link(tmp, path)
+    except FileExistsError:
+        raise UserError("already exists; choose another name (digits never replaces a file)", path) from None
+    except OSError as e:
+        raise UserError(f"cannot write ({e.strerror or e})", path) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def free_name(path: Path) -> Path:
+    """path, or path_1, path_2, ... before its suffix: the first name that is free (for default output names)."""
+    path, n = Path(path), 0
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
+    return candidate
+
+
 # --- metrics.json -------------------------------------------------------------------------------------------------
 @dataclass
 class RunRecord:
@@ -85,6 +120,7 @@ class RunRecord:
     precision: str | None = None
     best_checkpoint: str | None = None
     tested_weights: str | None = None
+    tested_checkpoint: str | None = None  # the file holding the tested weights, relative to the run dir
     submission: str | None = None
     signal: str | None = None
     resume: str | None = None
@@ -195,7 +231,58 @@ class RunDir:
 
     @property
     def claim_file(self) -> Path:
-        return self.path / ".digits-claim"
+        return self.path / CLAIM_FILE
+
+    @property
+    def kind_file(self) -> Path:
+        return self.path / KIND_FILE
+
+    @property
+    def sweep_file(self) -> Path:
+        return self.path / "sweep.json"
+
+    @property
+    def fingerprint_file(self) -> Path:
+        return self.path / "fingerprint.json"
+
+    def kind(self) -> str | None:
+        """What this dir holds: 'run', 'sweep' or 'ensemble' (written by digits), None (absent or empty), or
+        'foreign' (files that no digits command wrote). Dirs written before the marker existed are told by their
+        contents."""
+        if not self.path.is_dir():
+            return None
+        try:
+            marker = json.loads(self.kind_file.read_text())
+        except (OSError, ValueError):
+            marker = None
+        if isinstance(marker, dict) and marker.get("kind") in KINDS:
+            return str(marker["kind"])
+        if (self.path / "multirun.yaml").is_file():
+            return "sweep"
+        if self.overrides_file.is_file():
+            return "run"
+        if (self.path / "ensemble.json").is_file():
+            return "ensemble"
+        if any(p.name not in (CLAIM_FILE, KIND_FILE) for p in self.path.iterdir()):
+            return "foreign"
+        return None
+
+    def check_writable_as(self, kind: str) -> None:
+        """The one rule for where a command writes: into a dir it creates, an empty one, or its own earlier output
+        of the same kind (a resume, a sweep re-run). Anything else is refused before a byte is written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"is a file; {_a(kind)} takes a directory", self.path)
+        here = self.kind()
+        if here is None or here == kind:
+            return
+        if here == "foreign":
+            names = sorted(p.name for p in self.path.iterdir() if p.name not in (CLAIM_FILE, KIND_FILE))
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise UserError(
+                f"holds files that digits did not write ({shown}); {_a(kind)} writes only into a new or empty dir",
+                self.path,
+            )
+        raise UserError(f"holds {_a(here)}, not {_a(kind)}; choose another dir", self.path)
 
     # contents
     def holds_results(self) -> bool:
@@ -216,6 +303,21 @@ class RunDir:
     def write_record(self, record: RunRecord) -> None:
         write_json_atomic(self.metrics, record.to_json())
 
+    def read_fingerprint(self) -> dict[str, Any] | None:
+        """What the run was when it started (digits.fingerprint); None for a run from before fingerprints."""
+        if not self.fingerprint_file.is_file():
+            return None
+        try:
+            data = json.loads(self.fingerprint_file.read_text())
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise UserError("is damaged; the run cannot be checked for a resume", self.fingerprint_file)
+        return data
+
+    def write_fingerprint(self, fp: dict[str, Any]) -> None:
+        write_json_atomic(self.fingerprint_file, fp)
+
     def write_predictions(self, preds: dict[str, Any]) -> None:
         """predictions.npz, and submission.csv when the test split is unlabelled (Kaggle's)."""
         import numpy as np
@@ -224,12 +326,18 @@ class RunDir:
         if "test_probs" in preds and "test_labels" not in preds:
             write_submission(self.submission, preds["test_probs"].argmax(1))
 
-    def overrides(self) -> list[str]:
-        """The job's own command-line overrides (Hydra's .hydra/overrides.yaml), without hydra.* ones."""
+    def overrides(self, everything: bool = False) -> list[str]:
+        """The job's own command-line overrides (Hydra's .hydra/overrides.yaml), without hydra.* ones unless
+        `everything`; a damaged file is a one-line UserError."""
         if not self.overrides_file.is_file():
             return []
-        items = yaml.safe_load(self.overrides_file.read_text()) or []
-        return [o for o in items if not o.lstrip("+~").startswith(("hydra", "resume="))]
+        try:
+            items = yaml.safe_load(self.overrides_file.read_text()) or []
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            items = None
+        if not isinstance(items, list) or not all(isinstance(o, str) for o in items):
+            raise UserError("is damaged (not the list of overrides Hydra writes)", self.overrides_file)
+        return items if everything else [o for o in items if not o.lstrip("+~").startswith(("hydra", "resume="))]
 
     def read_predictions(self) -> dict[str, Any]:
         """Every array in predictions.npz, loaded; a damaged or foreign file is a one-line UserError."""
@@ -246,11 +354,13 @@ class RunDir:
             raise UserError(f"is not a readable predictions file ({_plain(e)})", self.predictions) from None
 
     # ownership
-    def claim(self) -> None:
-        """Make this process the dir's only user: create it (and missing parents) and an exclusive marker.
+    def claim(self, kind: str = "run") -> None:
+        """Make this process the dir's only user: create it (and missing parents) and an exclusive marker, after
+        check_writable_as(kind); the dir is then marked as a `kind` for good.
 
         A marker left by a process that is gone (same host, pid not running) is taken over: that run was killed.
         """
+        self.check_writable_as(kind)
         created = _make_dirs(self.path.absolute())
         existing = sorted(p.name for p in self.path.iterdir())
         mine = {"host": socket.gethostname(), "pid": os.getpid(), "created": [str(p) for p in created]}
@@ -258,6 +368,13 @@ class RunDir:
         mine["since"] = dt.datetime.now().isoformat(timespec="seconds")
         for _ in range(2):
             if _create_exclusive(self.claim_file, json.dumps(mine)):
+                try:
+                    self.check_writable_as(kind)  # again, now that no other process can write here
+                except UserError:
+                    self.release()
+                    raise
+                if not self.kind_file.is_file():
+                    write_json_atomic(self.kind_file, {"kind": kind})
                 return
             other = self._read_claim()
             if other is None and self.claim_file.exists():
@@ -312,6 +429,10 @@ class RunDir:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _create_exclusive(path: Path, text: str) -> bool:

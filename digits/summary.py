@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from hydra.utils import instantiate
-
 from digits import cli_args
-from digits.errors import cli
+from digits.errors import UserError, cli
 
 USAGE = """usage: python -m digits.summary [model=NAME] [model.KEY=VALUE ...]
 
@@ -33,12 +31,16 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(USAGE.format(models=", ".join(cli_args.groups()["model"])), end="")
         return
+    flags = [a for a in args if a.startswith("-")]
+    if flags:
+        raise UserError(f"{flags[0]}: digits.summary takes overrides only (model=NAME, model.KEY=VALUE); see --help")
     cli_args.check_choices(cli_args.parse(args))
     with cli_args.Composer() as composer:
         cfg = composer.compose(args)
+    from digits.models import build
     from digits.models.summary import format_table, layer_table
 
-    net = instantiate(cfg.model)
+    net = build(cfg.model)
     print(f"model={cfg.model._target_}")
     print(format_table(net, layer_table(net)))
 

@@ -107,11 +107,7 @@ def _objective(record: dict[str, Any] | None) -> float:
 
 def _sweep_job(cfg: DictConfig, run: runs.RunDir) -> float:
     """One job of a multirun: skip it if it finished before, resume it if interrupted, record failures."""
-    prior = run.read_record()
-    if prior and prior.get("overrides") not in (None, run.overrides()):
-        # Another sweep's job lives here: never overwrite its results.
-        report(UserError(f"holds a different job ({' '.join(prior['overrides'])}); left untouched", run.path))
-        return 0.0
+    prior = run.read_record()  # the sweep dir's identity (cli_args) makes this job's dir this job's own
     if prior and prior.get("status") in runs.FINISHED:
         log.info("job %s already %s; skipping", run.path, prior["status"])
         return _objective(prior)

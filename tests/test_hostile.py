@@ -92,7 +92,7 @@ def test_a_marker_being_written_is_never_taken_for_a_dead_runs(tmp_path: Path) -
     run = RunDir(tmp_path / "run")
     run.claim()
     assert json.loads(run.claim_file.read_text())["pid"] == os.getpid()  # whole at once, no temp file left
-    assert sorted(p.name for p in run.path.iterdir()) == [".digits-claim"]
+    assert sorted(p.name for p in run.path.iterdir()) == [".digits-claim", ".digits-dir"]
     run.claim_file.write_text("")  # what a reader saw while O_EXCL's file was still empty
     with pytest.raises(UserError, match="cannot be read; if no run uses this dir, delete the marker"):
         RunDir(run.path).claim()
@@ -101,15 +101,16 @@ def test_a_marker_being_written_is_never_taken_for_a_dead_runs(tmp_path: Path) -
     target = tmp_path / "finished"
     real_claim = RunDir.claim
 
-    def claim_after_the_other_run_finished(self: RunDir) -> None:
-        real_claim(self)
+    def claim_after_the_other_run_finished(self: RunDir, kind: str = "run") -> None:
+        real_claim(self, kind)
         self.metrics.write_text("{}")  # the other run wrote its results and gave the dir up
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(RunDir, "claim", claim_after_the_other_run_finished)
         with pytest.raises(UserError, match="already holds a run"):
             prepare([f"hydra.run.dir={target}"])
-    assert sorted(p.name for p in target.iterdir()) == ["metrics.json"]  # its marker is gone, the results stay
+    # its claim is gone, the results stay (with the run-dir marker the other run wrote)
+    assert sorted(p.name for p in target.iterdir()) == [".digits-dir", "metrics.json"]
 
 
 def test_a_marker_is_exclusive_without_hard_links_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,9 +131,15 @@ def test_a_failed_run_removes_only_what_it_made(tmp_path: Path) -> None:
     mine.mkdir()
     (mine / "config.yaml").write_text("my own notes\n")
     proc = run_cli([f"hydra.run.dir={mine}", f"data.dir={tmp_path / 'nope'}", *FAST], cwd=tmp_path, check=False)
-    _one_line_error(proc, "data folder does not exist")
+    _one_line_error(proc, "holds files that digits did not write (config.yaml)")
     assert sorted(p.name for p in mine.iterdir()) == ["config.yaml"]
     assert (mine / "config.yaml").read_text() == "my own notes\n"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli([f"hydra.run.dir={empty}", f"data.dir={tmp_path / 'nope'}", *FAST], cwd=tmp_path, check=False)
+    _one_line_error(proc, "data folder does not exist")
+    assert empty.is_dir() and not any(empty.iterdir())  # the user's dir stays, and empty
 
     fresh = tmp_path / "deep" / "new" / "run"
     proc = run_cli([f"hydra.run.dir={fresh}", f"data.dir={tmp_path / 'nope'}", *FAST], cwd=tmp_path, check=False)
@@ -186,14 +193,17 @@ def test_last_ckpt_is_the_last_epoch_even_after_a_plateau(tmp_path: Path, grid_d
 
 def test_resume_refuses_a_new_model_and_takes_a_path_with_a_space(tmp_path: Path, grid_dir: Path) -> None:
     run = tmp_path / "my runs" / "a, b=c"
-    kill = "+callbacks.killer={_target_: killer.SignalAtStep, step: 10, sig: SIGTERM}"
+    kill = "+callbacks.extra.killer={_target_: killer.SignalAtStep, step: 10, sig: SIGTERM}"
     args = [f"data.dir={grid_dir}", "model=ann", *FAST, "trainer.max_epochs=3", "data.batch_size=32"]
     proc = run_cli([*args, kill, f"hydra.run.dir='{run}'"], cwd=tmp_path, check=False)
     assert proc.returncode == 143, proc.stderr[-2000:]
     saved = (run / ".hydra" / "overrides.yaml").read_bytes()
-    _one_line_error(run_cli([f"resume={run}", "model=lenet"], cwd=tmp_path, check=False), "cannot take model=lenet")
+    _one_line_error(
+        run_cli([f"resume={run}", "model=lenet"], cwd=tmp_path, check=False),
+        "but model._target_: was digits.models.ann.ANN, now digits.models.lenet.LeNet5",
+    )
     assert (run / ".hydra" / "overrides.yaml").read_bytes() == saved
-    run_cli([f"resume={run}", "callbacks.killer=null"], cwd=tmp_path)
+    run_cli([f"resume={run}", "callbacks.extra.killer=null"], cwd=tmp_path)
     m = metrics_of(run)
     assert m["status"] == "completed" and m["epochs"] == 3 and m["model"] == "ann"
 
@@ -254,7 +264,7 @@ def test_ensemble_out_must_be_a_new_writable_dir(tmp_path: Path) -> None:
     run = _predictions_run(tmp_path, _foreign_npz())
     (tmp_path / "taken").write_text("a file of mine\n")
     proc = run_cli([str(run), "--out", str(tmp_path / "taken")], cwd=tmp_path, module="digits.ensemble", check=False)
-    _one_line_error(proc, "is a file; --out takes a directory")
+    _one_line_error(proc, "is a file; an ensemble takes a directory")
     proc = run_cli([str(run), "--out", "/proc/digits-ens"], cwd=tmp_path, module="digits.ensemble", check=False)
     _one_line_error(proc, "not writable")
     for bad in ("0", "-2"):

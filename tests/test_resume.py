@@ -19,7 +19,7 @@ from helpers import FAST, finish, job_dir, metrics_of, run_cli, start_cli
 SAME = ["status", "epochs", "best_epoch", "val_acc_best", "test_acc", "test_loss", "train_loss_last", "val_loss_last"]
 # 540 training rows at batch 32: 16 steps an epoch, so step 24 is the middle of the second epoch.
 # Pauses 50 ms after each step so that a signal sent at the end of epoch 1 lands in the middle of the run.
-SLOW = ["+callbacks.slow._target_=killer.SleepEachStep"]
+SLOW = ["+callbacks.extra.slow._target_=killer.SleepEachStep"]
 LONG = [*FAST, "model=lenet", "trainer.max_epochs=4", "data.batch_size=32", "data.augment=true", "model.dropout=0.3"]
 
 
@@ -62,12 +62,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_sigkill_mid_epoch_then_resume_gives_the_same_run(reference: tuple[Path, Path]) -> None:
     cwd, data = reference
     victim = cwd / "victim"
-    killer = ["+callbacks.killer._target_=killer.SignalAtStep", "+callbacks.killer.step=24"]
+    killer = ["+callbacks.extra.killer._target_=killer.SignalAtStep", "+callbacks.extra.killer.step=24"]
     proc = run_cli([f"data.dir={data}", f"hydra.run.dir={victim}", *LONG, *killer], cwd=cwd, check=False)
     assert proc.returncode == -signal.SIGKILL
     assert (victim / "checkpoints" / "last.ckpt").is_file() and not (victim / "metrics.json").exists()
 
-    out = run_cli([f"resume={victim}", "callbacks.killer=null"], cwd=cwd)  # no need to repeat the other overrides
+    out = run_cli([f"resume={victim}", "callbacks.extra.killer=null"], cwd=cwd)  # no need to repeat the other overrides
     assert "resuming from" in out.stderr + out.stdout
     ref, got = metrics_of(cwd / "ref"), metrics_of(victim)
     assert {k: got[k] for k in SAME} == {k: ref[k] for k in SAME}

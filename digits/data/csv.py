@@ -9,6 +9,7 @@ slow line-by-line pass run to find the exact row and column, so a valid file nev
 
 from __future__ import annotations
 
+import contextlib
 import csv as _csv
 import gzip
 import hashlib
@@ -17,6 +18,7 @@ import logging
 import os
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +96,7 @@ def _head_bytes(path: Path, n: int = MAX_HEADER_BYTES) -> bytes:
                 return f.read(n)
         with open(path, "rb") as f:
             return f.read(n)
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; a corrupt stream, zlib's
         raise UserError(f"cannot be read: {e}", path) from None
 
 
@@ -105,6 +107,8 @@ def _check_text(path: Path) -> str:
         raise UserError("file is empty (expected a CSV with header " + EXPECTED_HEADER + ")", path)
     end = min((i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0), default=len(head))
     first = head[:end]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError("is UTF-16 text; save it as UTF-8 (or plain ASCII) CSV", path)
     if b"\x00" in head[: max(end, 8192)]:
         raise UserError("is a binary file, not a CSV text file", path)
     try:
@@ -150,7 +154,7 @@ def _is_int(text: str) -> bool:
 def _raw_bytes(path: Path) -> bytes:
     try:
         return gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"cannot be read: {e}", path) from None
 
 
@@ -219,6 +223,13 @@ def _fast_table(path: Path) -> np.ndarray:
             index_col=False,
         )
     return frame.to_numpy(dtype=np.int32, copy=False)
+
+
+def row_lines(path: str | Path) -> list[int]:
+    """The file line number (from 1, the header's) of each data row: blank lines hold no row, so a table that
+    names rows by line must skip them as the parser does."""
+    lines = _raw_bytes(Path(path)).decode("utf-8-sig", errors="replace").splitlines()
+    return [i for i, line in enumerate(lines[1:], 2) if line.strip()]
 
 
 def parse_csv(path: str | Path, require_label: bool = False) -> DigitArrays:
@@ -308,7 +319,8 @@ def _write_cache(path: Path, key: str, arrays: DigitArrays) -> None:
             os.replace(tmp, cached)
             return
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # on a read-only mount even removing a file that is not there fails
+                tmp.unlink()
             log.info("could not write parse cache %s (%s)", cached, e.strerror or e)
     log.warning("no parse cache could be written for %s; it will be parsed again next run", path)
 

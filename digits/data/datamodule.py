@@ -84,11 +84,22 @@ class DigitsDataModule(L.LightningDataModule):
         self.test: Split | None = None
 
     @classmethod
-    def of_run(cls, cfg: dict) -> DigitsDataModule:
+    def of_run(cls, cfg: dict, fingerprint: dict | None = None) -> DigitsDataModule:
         """A trained run's own splits, set up on the CPU, from the config its checkpoint stores: the same folder,
-        fraction and split seed give back the very validation images the run never trained on."""
-        params = {k: v for k, v in (cfg.get("data") or {}).items() if not k.startswith("_")}
+        fraction and split seed give back the very validation images the run never trained on. The stored values
+        are checked against the schema, and the files against the run's fingerprint (when it has one): data that
+        changed since the run would give other images, so it is refused."""
+        from digits import fingerprint as fp
+        from digits.schema import DataConf, check_plain
+
+        values = check_plain(DataConf, (cfg or {}).get("data"), "its data config")
+        params = {k: v for k, v in values.items() if not k.startswith("_")}
         dm = cls(**{**params, "on_device": False})
+        if fingerprint and fingerprint.get("data"):
+            now = fp.data_identity(dm.data_dir) if dm.data_dir.is_dir() else {}
+            diff = fp.data_difference(fingerprint["data"], now)
+            if diff:
+                raise UserError(f"{diff}; the run's validation images cannot be rebuilt", dm.data_dir)
         dm.prepare_data()
         dm.setup()
         return dm
