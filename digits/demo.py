@@ -25,10 +25,11 @@ class Reader:
     """A run's tested model behind the page: an image in, probabilities and the prepared 28x28 out."""
 
     def __init__(self, run_dir: Path):
-        from digits.evaluate import net_from_checkpoint, tested_checkpoint
+        from digits.evaluate import net_from_checkpoint, precision_of, tested_checkpoint
 
         self.checkpoint = tested_checkpoint(run_dir)
-        self.net, _ = net_from_checkpoint(self.checkpoint)
+        self.net, cfg = net_from_checkpoint(self.checkpoint)
+        self.precision = precision_of(cfg)  # the run's, as every number it recorded
 
     def __call__(self, image: Any) -> tuple[dict[str, float], np.ndarray | None]:
         import torch
@@ -46,7 +47,7 @@ class Reader:
         seen = mnist_style(image)
         if not seen.any():
             return {}, seen
-        probs = predict_probs(self.net, torch.from_numpy(seen)[None, None], 1)[0].numpy()
+        probs = predict_probs(self.net, torch.from_numpy(seen)[None, None], 1, self.precision)[0].numpy()
         return {str(d): float(p) for d, p in enumerate(probs)}, _enlarge(seen)
 
 

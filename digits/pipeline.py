@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,7 +21,7 @@ from digits import fingerprint
 from digits.build import build
 from digits.callbacks import RunRecorder, SignalsAsInterrupts, TailAverage
 from digits.data.datamodule import DigitsDataModule
-from digits.errors import Interrupted
+from digits.errors import Interrupted, UserError
 from digits.evaluate import load_checkpoint, predict_splits, test_scores, val_accuracy
 from digits.logger import log_final
 from digits.module import Classifier
@@ -73,6 +74,8 @@ def _fit(trainer: L.Trainer, module: Classifier, dm: DigitsDataModule, ckpt_path
         except KeyboardInterrupt:
             if not got:  # raised by Python's own SIGINT handler, outside ours
                 got.append(signal.SIGINT)
+        except MisconfigurationException as e:  # a setting Lightning refuses only once it sees the data
+            raise UserError(f"the trainer refused the config: {' '.join(str(e).split())[:300]}") from None
     return got
 
 

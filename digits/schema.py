@@ -197,7 +197,7 @@ class TrainerConf:
     accelerator: str = rule("auto", choices=["auto", "cpu", "gpu", "cuda", "mps"])
     devices: Any = 1
     num_nodes: int = rule(1, ge=1)
-    strategy: str = rule("auto", choices=["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"])
+    strategy: str = rule("auto", choices=["auto", "ddp", "ddp_find_unused_parameters_true"])
     sync_batchnorm: bool = False
     precision: Any = rule(None, choices=PRECISIONS)
     max_epochs: int = rule(50, ge=1, what="epochs")
@@ -612,4 +612,26 @@ def _nodes(plain: dict[str, Any], cfg: DictConfig) -> str | None:
     )
 
 
-CROSS_RULES = [_nesterov, _monitor_modes, _validation_each_epoch, _best_needs_a_checkpoint, _nodes]
+def _trainer_values(plain: dict[str, Any], _cfg: DictConfig) -> str | None:
+    """The Trainer keys that take more than one kind of value: each kind within its range."""
+    import re
+
+    t = plain.get("trainer") or {}
+    devices = t.get("devices")
+    ok = devices == "auto" or (_is_number(devices) and int(devices) == devices and devices >= 1)
+    ok = ok or (isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices))
+    if not ok:
+        return f"trainer.devices={_show(devices)}: must be auto, a count >= 1, or a list of device indices"
+    if t.get("accelerator") == "cpu" and isinstance(devices, list):
+        return "trainer.devices: a list of device indices needs GPUs; on CPUs give a count of processes"
+    for key in ("limit_train_batches", "limit_val_batches"):
+        v = t.get(key)
+        if _is_number(v) and isinstance(v, float) and v > 1:
+            return f"trainer.{key}={v}: a fraction must be <= 1.0 (or give a whole number of batches)"
+    max_time = t.get("max_time")
+    if max_time is not None and not (isinstance(max_time, str) and re.fullmatch(r"\d+:\d{2}:\d{2}:\d{2}", max_time)):
+        return f"trainer.max_time={_show(max_time)}: must be DD:HH:MM:SS, e.g. 00:02:00:00"
+    return None
+
+
+CROSS_RULES = [_trainer_values, _nesterov, _monitor_modes, _validation_each_epoch, _best_needs_a_checkpoint, _nodes]

@@ -174,6 +174,11 @@ def test_the_dir_claimed_is_the_resolved_dir(in_tmp: Path, monkeypatch: pytest.M
         (["optim.lr=0.5"], "optim.lr cannot be set"),
         (["paths.output_dir=/tmp/x"], "paths.output_dir cannot be set"),
         (["logger.save_dir=/tmp/x"], "logger.save_dir cannot be set"),
+        (["trainer.devices=0"], "must be auto, a count >= 1"),
+        (["trainer.accelerator=cpu", "trainer.devices=[0,1]"], "needs GPUs"),
+        (["trainer.max_time=abc"], "must be DD:HH:MM:SS"),
+        (["trainer.limit_train_batches=1.5"], "a fraction must be <= 1.0"),
+        (["trainer.strategy=ddp_spawn"], "must be one of auto, ddp"),
     ],
 )
 def test_combinations_are_refused_in_one_line(in_tmp: Path, overrides: list[str], expect: str) -> None:
@@ -430,6 +435,14 @@ def test_a_data_folder_on_a_read_only_mount_trains(tmp_path: Path) -> None:
         assert sorted(p.name for p in ro.iterdir()) == sorted(p.name for p in src.iterdir())
     finally:
         subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_a_setting_lightning_refuses_only_at_fit_time_is_one_line_and_leaves_nothing(
+    tmp_path: Path, grid_dir: Path
+) -> None:
+    proc = run_cli([f"data.dir={grid_dir}", *FAST, "trainer.limit_train_batches=0.0001"], cwd=tmp_path, check=False)
+    _one_line_error(proc, "the trainer refused the config")
+    assert not any(p.is_file() for p in (tmp_path / "outputs").rglob("*"))
 
 
 def test_nodes_that_will_never_come_are_refused_before_a_dir_exists(tmp_path: Path) -> None:
