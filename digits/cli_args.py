@@ -415,7 +415,14 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
     (None for --help, --cfg and the like, which write nothing)."""
     args = expand_resume(args)
     args = flags_first(args)
-    if any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):
+    show = _shown_part(args)
+    if show is None and any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):
+        return args, None
+    if show is not None:  # checked without the --cfg flag and its value, which are no overrides
+        shown_args = [
+            a for i, a in enumerate(args) if a not in ("--cfg", "-c") and (i == 0 or args[i - 1] not in ("--cfg", "-c"))
+        ]
+        _checked(shown_args, show)
         return args, None
     overrides = parse(args)
     check_choices(overrides)
@@ -453,6 +460,52 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
     if multirun:
         args += _naming(overrides, args)
     return args, Target(run, multirun)
+
+
+def _checked(args: list[str], part: str) -> None:
+    """--cfg: the command is checked as a run of it would be (every job of a sweep), then shown; nothing is
+    claimed or written. Hydra shows one config; for a sweep each job's is shown here."""
+    overrides = parse(args)
+    check_choices(overrides)
+    sweeps = [o for o in overrides if o.is_sweep_override()]
+    plain = [a for a, o in zip([a for a in args if not a.startswith("-")], overrides) if not o.is_sweep_override()]
+    with Composer() as composer:
+        cfg = composer.compose(plain if sweeps else [a for a in args if not a.startswith("-")])
+        multirun = any(a in MULTIRUN_FLAGS for a in args) or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+        if multirun:
+            _sweep_jobs(args, cfg, composer)
+            _show_jobs(args, cfg, part, composer)
+        elif sweeps:
+            raise UserError(f"{sweeps[0].input_line}: a list of values needs -m (a sweep)")
+
+
+def _shown_part(args: list[str]) -> str | None:
+    """`--cfg job|hydra|all` (or `-c`): which part of the config to show, else None."""
+    for i, a in enumerate(args):
+        if a in ("--cfg", "-c") and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def _show_jobs(args: list[str], cfg: DictConfig, part: str, composer: Composer) -> None:
+    """`--cfg` with -m: Hydra shows one config, not a sweep's; each job's, composed and checked, is shown here."""
+    import sys
+
+    hydra_args = [a for a in args if not a.startswith("-") and a.lstrip("+~").startswith("hydra")]
+    for i, job in enumerate(_job_overrides(args, cfg) or [[]]):
+        composed = composer.compose(job + hydra_args)
+        shown = composed if part == "all" else composed.hydra if part == "hydra" else _job_part(composed)
+        print(f"# job {i}: {' '.join(job)}\n{OmegaConf.to_yaml(shown)}")
+    sys.exit(0)
+
+
+def _job_part(cfg: DictConfig) -> DictConfig:
+    from omegaconf import open_dict
+
+    out = cfg.copy()
+    with open_dict(out):
+        out.pop("hydra", None)
+    return out
 
 
 def _check_resume(run: RunDir, plain: dict[str, Any]) -> None:

@@ -45,18 +45,31 @@ def read_curves(run_dir: str | Path) -> pd.DataFrame:
 def curves_figure(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
     """The report's figure: training loss and validation accuracy per epoch, one line per run, shared axes."""
     validated = any("val/acc" in frame and frame["val/acc"].notna().any() for frame in curves.values())
-    fig = Figure(figsize=(12, 4.5) if validated else (6.5, 4.5))
+    # Runs that all end above 98% look alike on an accuracy axis: their error, on a log scale, tells them apart.
+    ends = [
+        frame["val/acc"].dropna().iloc[-1]
+        for frame in curves.values()
+        if "val/acc" in frame and frame["val/acc"].notna().any()
+    ]
+    high = validated and min(ends) >= 0.98 and min(ends) < 1
+    panels = 1 + validated + high
+    fig = Figure(figsize=(6.5 + 5.5 * (panels - 1), 4.5))
     # Runs trained on every row (data.val_fraction=0) have no validation curve: no empty panel for them.
-    axes = fig.subplots(1, 2 if validated else 1, squeeze=False)[0]
+    axes = fig.subplots(1, panels, squeeze=False)[0]
     ax_loss, ax_acc = axes[0], (axes[1] if validated else None)
+    ax_err = axes[2] if high else None
     for name, frame in curves.items():
         if "train/loss" in frame:
             ax_loss.plot(frame["epoch"], frame["train/loss"], marker=".", label=name)
         if ax_acc is not None and "val/acc" in frame:
             ax_acc.plot(frame["epoch"], 100 * frame["val/acc"], marker=".", label=name)
+        if ax_err is not None and "val/acc" in frame:
+            ax_err.plot(frame["epoch"], 100 * (1 - frame["val/acc"]), marker=".", label=name)
     ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log", title="training loss")
     if ax_acc is not None:
         ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
+    if ax_err is not None:
+        ax_err.set(xlabel="epoch", ylabel="validation error (%, log scale)", yscale="log", title="validation error")
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -64,7 +77,7 @@ def curves_figure(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(textwrap.fill(title.replace(",", ", "), 100 if validated else 55))  # fit a long override list
+        fig.suptitle(textwrap.fill(title.replace(",", ", "), 55 + 50 * (panels - 1)))  # fit a long override list
     fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) - 1) // 3), 1, 1))
     return fig
 

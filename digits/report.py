@@ -58,7 +58,10 @@ def report_sweep(sweep_dir: Path, top: int | None = None) -> list[Path]:
     if not curves:
         raise UserError("no job of this sweep has logged any epoch yet", sweep_dir)
     runs_drawn = f"{len(curves)} run{'' if len(curves) == 1 else 's'}"
-    title = f"{sweep_dir.name}: {runs_drawn}" + (f" (best {top} by validation accuracy)" if top else "")
+    varying = sorted({kv.split("=", 1)[0] for name in names.values() for kv in name.split(",") if "=" in kv})
+    what = f" varying {', '.join(varying)}" if varying else ""
+    where = f"{sweep_dir.parent.name}/{sweep_dir.name}" if sweep_dir.parent.name[:2].isdigit() else sweep_dir.name
+    title = f"{where}: {runs_drawn}{what}" + (f" (best {top} by validation accuracy)" if top else "")
     out = sweep_dir / (f"curves_top{top}.png" if top else "curves.png")
     return [plots.save(plots.curves_figure(curves, title=title), out), sweep_dir / "summary.md"]
 

@@ -198,7 +198,35 @@ def steps(study: str, name: str) -> str:
     return "\n".join(rows)
 
 
+# The CPU each study of the unchanged recipe ran on: the records hold the precision and the times, not the CPU's name.
+MACHINES = {
+    "best": "Intel Xeon (AVX-512)",
+    "best_bf16": "Intel Xeon with AMX",
+    "best_zen4": "AMD EPYC, Zen 4 (AVX512-BF16)",
+    "best_amd": "AMD EPYC, Zen 1, 2.0 GHz (AVX2)",
+}
+
+
+def machines() -> str:
+    """The unchanged recipe (`experiment=best`, seeds as run) on each CPU: one table, from the records."""
+    rows = [
+        "| CPU (2 cores) | study | precision | runs | test acc, one network | minutes a run (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for study, cpu in MACHINES.items():
+        records = [m for _, m in jobs(study)]
+        test = [m["test_acc"] for m in records]
+        acc = _mean_sd(test, 3) if len(test) > 1 else f"{100 * test[0]:.3f}%"
+        minutes = statistics.median(m["train_seconds"] for m in records) / 60
+        precision = ", ".join(sorted({m["precision"] for m in records}))
+        rows.append(f"| {cpu} | [{study}]({study}/README.md) | {precision} | {len(records)} | {acc} | {minutes:.0f} |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["machines"]:
+        print(machines())
+        sys.exit()
     for study in sys.argv[1:] or ["compare_models", "optim_grid", "best"]:
         if study.endswith("/"):
             print(f"{study}\n\n{ensembles(study.rstrip('/'))}\n")

@@ -243,6 +243,12 @@ def test_curves_of_runs_without_validation_have_no_empty_panel() -> None:
     assert len(curves_figure({"0_seed=0": trained, "1_seed=1": validated}).axes) == 2
     no_val_yet = validated.assign(**{"val/acc": [float("nan")] * 3})
     assert len(curves_figure({"0_seed=0": no_val_yet}).axes) == 1
+    # Every run above 98%: a third panel, the validation error on a log scale, where they can be told apart.
+    high = {f"{i}_seed={i}": trained.assign(**{"val/acc": [0.97, 0.985 + i / 1000, 0.99 + i / 1000]}) for i in range(3)}
+    fig = curves_figure(high)
+    assert [ax.get_title() for ax in fig.axes] == ["training loss", "validation accuracy", "validation error"]
+    assert fig.axes[2].get_yscale() == "log"
+    assert len(curves_figure({**high, "3_seed=3": validated}).axes) == 2  # one run below 98%: accuracy says enough
 
 
 def test_summary_ranks_jobs_by_the_validation_accuracy_of_the_weights_they_tested(tmp_path: Path) -> None:
