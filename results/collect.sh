@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Copy the small files of a finished sweep into results/<study>/: each job's metrics.json, the summary, and the
-# figures digits.report draws (curves.png for every job, curves_top<K>.png for the K best). Checkpoints, event files
-# and predictions stay in the sweep dir.
+# Copy the small files of a finished sweep into results/<study>/: each job's metrics.json and its softmax outputs in
+# compact form (softmax.npz: float16, ~100 kB a run, so ensembles of committed runs can be recomputed), the summary,
+# and the figures digits.report draws (curves.png for every job, curves_top<K>.png for the K best). Checkpoints and
+# event files stay in the sweep dir.
 #   results/collect.sh <study> <sweep dir> [K]
 set -euo pipefail
 study=$1
@@ -16,6 +17,10 @@ for job in "$sweep"/*/; do
   [ -f "$job/metrics.json" ] || continue
   mkdir -p "$out/$(basename "$job")"
   cp "$job/metrics.json" "$out/$(basename "$job")/"
+  if [ -f "$job/predictions.npz" ]; then
+    python -c 'import sys; from pathlib import Path; from digits.runs import RunDir; RunDir(sys.argv[1]).write_compact_softmax(Path(sys.argv[2]))' \
+      "$job" "$out/$(basename "$job")/softmax.npz"
+  fi
 done
 cp "$sweep"/summary.csv "$sweep"/summary.md "$sweep"/curves*.png "$out/"
 echo "$out"

@@ -198,6 +198,28 @@ def steps(study: str, name: str) -> str:
     return "\n".join(rows)
 
 
+def member_softmax(run: str) -> Path:
+    """Where a committed member's softmax lies: an ensemble names its members as they were run,
+    outputs/results/<study>/<job>, and collect.sh copies them to results/<study>/<job>/softmax.npz."""
+    parts = Path(run).parts
+    return HERE / parts[-2] / parts[-1] / "softmax.npz"
+
+
+def recompute(ensemble: Path) -> float | None:
+    """An ensemble's test accuracy from its members' committed softmax (their mean, then argmax), or None when a
+    member's softmax was not committed."""
+    import numpy as np
+
+    record = json.loads(ensemble.read_text())
+    files = [member_softmax(m["run"]) for m in record["members"]]
+    if not files or not all(f.is_file() for f in files):
+        return None
+    arrays = [np.load(f) for f in files]
+    labels = arrays[0]["test_labels"].astype(np.int64)
+    mean = np.mean([a["test_probs"].astype(np.float32) for a in arrays], axis=0)
+    return float((mean.argmax(1) == labels).mean())
+
+
 # The CPU each study of the unchanged recipe ran on: the records hold the precision and the times, not the CPU's name.
 MACHINES = {
     "best": "Intel Xeon (AVX-512)",

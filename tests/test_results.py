@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,3 +236,55 @@ def test_readme_ensembles_are_the_committed_selections(study: str, run_studies: 
         assert tables.steps(study, name) in (ROOT / "results" / study / "README.md").read_text()
     for runs_study in run_studies:  # their records are checked with every study's, below
         assert tables.table(runs_study) in (ROOT / "results" / study / "README.md").read_text()
+
+
+def _ensemble_records() -> list:
+    return sorted(p for p in (ROOT / "results").glob("*/*.json") if "members" in json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("path", _ensemble_records(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_an_ensemble_is_published_only_if_it_recomputes_from_committed_softmax(path) -> None:
+    """An ensemble whose members' softmax are committed must recompute to its recorded accuracy; one whose are not
+    may stay in its study's record but is quoted nowhere a reader starts: the README, the results index, docs/."""
+    record = json.loads(path.read_text())
+    recomputed = _tables().recompute(path)
+    if recomputed is not None:
+        assert recomputed == record["test_acc"]
+        return
+    if record["test_acc"] is None:
+        return
+    quoted = f"{100 * record['test_acc']:.2f}%"
+    for page in [ROOT / "README.md", ROOT / "results" / "README.md", *(ROOT / "docs").glob("*.md")]:
+        assert quoted not in page.read_text().replace(f"{100 * record['test_acc']:.3f}", ""), (page, quoted)
+
+
+def test_an_ensemble_recomputes_from_compact_softmax(tmp_path, monkeypatch) -> None:
+    """collect.sh's softmax.npz (float16) gives back the ensemble digits.ensemble computed from predictions.npz."""
+    from digits.ensemble import ensemble
+    from digits.runs import RunDir, RunRecord
+
+    tables = _tables()
+    monkeypatch.setattr(tables, "HERE", tmp_path / "results")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    runs = []
+    for i in range(3):
+        run = RunDir(tmp_path / "outputs" / "results" / "study" / f"{i}_seed={i}")
+        run.path.mkdir(parents=True)
+        logits = rng.normal(size=(500, 10)) + 2.5 * np.eye(10)[labels] * (rng.random((500, 1)) < 0.8)
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        run.write_predictions({"test_probs": probs.astype(np.float32), "test_labels": labels})
+        run.write_record(RunRecord(status="completed", val_acc_best=0.9, val_acc=[0.9], tested_weights="best"))
+        kept = tmp_path / "results" / "study" / run.path.name
+        kept.mkdir(parents=True)
+        run.write_compact_softmax(kept / "softmax.npz")
+        runs.append(run.path)
+    result = ensemble(runs)
+    result.pop("predictions")
+    result["members"] = [
+        {**m, "run": str(Path("outputs/results/study") / Path(m["run"]).name)} for m in result["members"]
+    ]
+    path = tmp_path / "results" / "study" / "ensemble.json"
+    path.write_text(json.dumps(result))
+    assert 0.5 < result["test_acc"] < 1 and tables.recompute(path) == result["test_acc"]
+    assert (tmp_path / "results" / "study" / "0_seed=0" / "softmax.npz").stat().st_size < 15_000
