@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
-from digits import fingerprint, models
-from digits.callbacks import TailAverage
+from digits import fingerprint, models, search
+from digits.callbacks import SearchPruning, TailAverage
 from digits.data.datamodule import DigitsDataModule
 from digits.devices import auto_batch_size, auto_channels_last, auto_precision, keep_freed_buffers, on_gpu
 from digits.errors import UserError
@@ -88,6 +88,9 @@ def _callbacks(cfg: DictConfig, more: list[Callback] | None) -> tuple[list[Callb
     cbs = [_callback(name, c) for name, c in entries.items()] + list(more or [])
     if cfg.final_weights == "average":
         cbs.append(TailAverage(cfg.average_epochs))
+    trial = search.trial_from_env()  # a job of hydra/sweeper=search reports to its trial, which may prune it
+    if trial is not None:
+        cbs.append(SearchPruning(trial))
     extra: dict[str, Any] = {}
     if cfg.trainer.get("enable_progress_bar") is False:  # else Lightning refuses the bar callback of our own config
         cbs = [c for c in cbs if not isinstance(c, ProgressBar)]

@@ -100,6 +100,29 @@ class TailAverage(Callback):
         self.sum, self.count = dict(state_dict.get("sum", {})), int(state_dict.get("count", 0))
 
 
+class SearchPruning(Callback):
+    """Reports each epoch's validation accuracy to the Optuna trial a search (digits/search.py) started this job for,
+    and stops the run when the study's pruner says so; the run then ends with status `pruned`."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+        self.pruned = False
+        self._validated = False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        acc = trainer.callback_metrics.get("val/acc") if self._validated else None
+        self._validated = False
+        if acc is None:
+            return
+        self.trial.report(float(acc), step=trainer.current_epoch + 1)  # one host read an epoch
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.should_stop = True
+
+
 class SignalsAsInterrupts:
     """While training, SIGTERM behaves like Ctrl-C (KeyboardInterrupt); `got` holds the signals that came.
 

@@ -207,6 +207,11 @@ class Composer:
 
     def _unknown_key(self, key: str, overrides: list[str]) -> str:
         """`trainer.max_epoch` -> the valid keys of `trainer` and the closest one."""
+        if key.startswith("hydra.sweeper.params"):
+            return (
+                f"{key}: the command line can change the ranges of the keys a search lists, not add keys; write "
+                "the search space in an experiment file (conf/experiment/search.yaml shows how)"
+            )
         parent, _, leaf = key.rpartition(".")
         keep = [o for o in overrides if o.split("=", 1)[0].lstrip("~") in groups() or o.startswith("experiment=")]
         try:
@@ -492,7 +497,8 @@ def _show_jobs(args: list[str], cfg: DictConfig, part: str, composer: Composer) 
     import sys
 
     hydra_args = [a for a in args if not a.startswith("-") and a.lstrip("+~").startswith("hydra")]
-    for i, job in enumerate(_job_overrides(args, cfg) or [[]]):
+    base = [a for a in args if not a.startswith("-") and a not in hydra_args]  # a search's jobs are not known yet
+    for i, job in enumerate(_job_overrides(args, cfg) or [base]):
         composed = composer.compose(job + hydra_args)
         shown = composed if part == "all" else composed.hydra if part == "hydra" else _job_part(composed)
         print(f"# job {i}: {' '.join(job)}\n{OmegaConf.to_yaml(shown)}")

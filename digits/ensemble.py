@@ -32,9 +32,12 @@ def members_of(paths: list[Path]) -> list[Path]:
         if not p.is_dir():
             raise UserError("no such run or sweep dir", p)
         if runs.RunDir(p).predictions.is_file():
+            status = (runs.RunDir(p).read_record() or {}).get("status")
+            if status not in runs.RESULT_STATUSES:
+                raise UserError(f"is a {status or 'unfinished'} run, not a result; it is no ensemble member", p)
             out.append(p)
             continue
-        jobs = [d for d in runs.job_dirs(p) if runs.RunDir(d).predictions.is_file()]
+        jobs = [d for d in runs.job_dirs(p) if runs.RunDir(d).predictions.is_file() and _is_result(d)]
         if not jobs:
             raise UserError("holds no finished run (no predictions.npz)", p)
         out.extend(jobs)
@@ -42,6 +45,10 @@ def members_of(paths: list[Path]) -> list[Path]:
     for d in out:
         unique.setdefault(d.resolve(), d)
     return list(unique.values())
+
+
+def _is_result(run_dir: Path) -> bool:
+    return (runs.RunDir(run_dir).read_record() or {}).get("status") in runs.RESULT_STATUSES
 
 
 def _load(run_dir: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digits import fingerprint
 from digits.build import build
-from digits.callbacks import RunRecorder, SignalsAsInterrupts, TailAverage
+from digits.callbacks import RunRecorder, SearchPruning, SignalsAsInterrupts, TailAverage
 from digits.data.datamodule import DigitsDataModule
 from digits.errors import Interrupted, UserError
 from digits.evaluate import load_checkpoint, predict_splits, test_scores, val_accuracy
@@ -158,6 +158,8 @@ def _status(trainer: L.Trainer) -> str:
     loss = trainer.callback_metrics.get("train/loss")
     if loss is not None and not torch.isfinite(loss).all():
         return "diverged"
+    if any(isinstance(c, SearchPruning) and c.pruned for c in trainer.callbacks):
+        return "pruned"
     stopped = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
     return "early_stopped" if stopped or trainer.should_stop else "completed"
 

@@ -26,8 +26,9 @@ from digits.errors import UserError
 KINDS = ("run", "sweep", "ensemble")  # what a dir written by digits holds; see RunDir.kind
 KIND_FILE = ".digits-dir"
 CLAIM_FILE = ".digits-claim"
-FINISHED = ("completed", "early_stopped", "diverged")  # a sweep re-run skips these
-RESULT_STATUSES = FINISHED  # statuses that count as "the job produced a result"
+RESULT_STATUSES = ("completed", "early_stopped", "diverged")  # the job produced a result
+FINISHED = (*RESULT_STATUSES, "pruned")  # a sweep re-run skips these; a pruned trial is no result: never ranked first,
+# never an ensemble member
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

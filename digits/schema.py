@@ -287,8 +287,32 @@ class TensorBoardConf:
     default_hp_metric: bool = False
 
 
+# --- the search sweeper (hydra/sweeper=search, digits/search.py) ---------------------------------------------------
+@dataclass
+class SearchConf:
+    _target_: str = target("hydra_plugins.digits_search.search_sweeper.SearchSweeper")
+    direction: str = rule("maximize", choices=["maximize", "minimize"])
+    study_name: str = "digits"
+    storage: str | None = rule(None, what="an Optuna storage URL; null: sqlite in the sweep dir")
+    n_trials: int = rule(20, ge=1, what="trials in the whole study")
+    n_jobs: int = rule(1, ge=1, what="trials handed to the launcher at once")
+    pruner: str = rule("none", choices=["none", "median", "hyperband"])
+    figures: bool = True
+    sampler: Any = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
 def job_dir_name(num: Any, varied: str) -> str:
-    """A sweep job's dir: its number, then what it varies (`3_lr=0.01,optim=adam`); '/' in a value would nest."""
+    """A sweep job's dir: its number, then what it varies (`3_lr=0.01,optim=adam`); '/' in a value would nest. A
+    number of more than 6 significant digits (a search's sample, lr=0.02553378845151235) is named by 4 of them
+    (lr=0.02553): the job's number keeps the name unique, and its config keeps the exact value."""
+    import re
+
+    def short(m: re.Match) -> str:
+        text = m.group(0)
+        return f"{float(text):.4g}" if len(re.sub(r"[^0-9]", "", text).lstrip("0")) > 6 else text
+
+    varied = re.sub(r"(?<==)-?\d+\.\d+(?:e-?\d+)?(?=,|$)", short, varied)
     return f"{num}_{varied.replace('/', '%')}" if varied else str(num)
 
 
@@ -321,6 +345,7 @@ def register() -> None:
     cs.store(group="schema/trainer", name="default", node=TrainerConf)
     cs.store(group="schema/callbacks", name="default", node=CallbacksConf)
     cs.store(group="schema/logger", name="tensorboard", node=TensorBoardConf)
+    cs.store(group="schema", name="search", node=SearchConf)
 
 
 register()
@@ -409,6 +434,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _check_keys(body, "")
     plain = _resolve(body)
     _check_values(body, plain, "")
+    sweeper = OmegaConf.select(cfg, "hydra.sweeper")
+    if isinstance(sweeper, DictConfig) and _fields(sweeper) is not None:  # a sweeper of ours (hydra/sweeper=search)
+        _check_values(sweeper, _resolve_node(sweeper, "hydra.sweeper"), "hydra.sweeper.")
     for rule_ in CROSS_RULES:
         bad = rule_(plain, cfg)
         if bad:
@@ -444,6 +472,15 @@ def _resolve(body: DictConfig) -> dict[str, Any]:
         text = _raw_text(body, key)
         why = " ".join(str(e).splitlines()[0].split())
         raise UserError(f"{key}={text}: cannot be resolved ({why})" if text is not None else f"{key}: {why}") from None
+
+
+def _resolve_node(node: DictConfig, key: str) -> dict[str, Any]:
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise UserError(f"{key}: cannot be resolved ({' '.join(str(e).splitlines()[0].split())})") from None
 
 
 def _raw_text(body: DictConfig, key: str) -> str | None:

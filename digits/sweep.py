@@ -57,8 +57,9 @@ def summarize(sweep_dir: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "error"] if any("error" in r for r in rows) else COLUMNS)
     # Best first, by the validation accuracy of the weights each job tested (as ensemble --top and the Optuna sweeper
     # rank them): an epoch whose weights were never tested ranks nothing, and test accuracy never ranks anything.
-    frame = frame.sort_values("val_acc_tested", ascending=False, na_position="last", kind="stable")
-    return frame.reset_index(drop=True)
+    frame["_result"] = frame["status"].isin(runs.RESULT_STATUSES)  # a pruned or failed job never ranks first
+    frame = frame.sort_values(["_result", "val_acc_tested"], ascending=False, na_position="last", kind="stable")
+    return frame.drop(columns="_result").reset_index(drop=True)
 
 
 def _markdown(frame: pd.DataFrame) -> str:

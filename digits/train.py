@@ -233,6 +233,9 @@ def _run_hydra(args: list[str]) -> None:
     try:
         with _without_sbatch_echo():
             _hydra_main()
+    except UserError as e:  # the search sweeper's (a storage it cannot open, a study of another search)
+        report(e)
+        sys.exit(EXIT_USER_ERROR)
     except Exception as e:
         if not _is_user_facing(e):
             raise

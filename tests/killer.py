@@ -28,3 +28,18 @@ class SleepEachStep(Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class SignalOnce(SignalAtStep):
+    """SignalAtStep the first time only, across processes: `marker` records that it fired (a search re-run then
+    goes on undisturbed)."""
+
+    def __init__(self, step: int, marker: str, sig: str = "SIGKILL"):
+        super().__init__(step, sig)
+        self.marker = marker
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not os.path.exists(self.marker):
+            with open(self.marker, "w") as f:
+                f.write("fired\n")
+            os.kill(os.getpid(), self.sig)

@@ -125,7 +125,7 @@ def test_notebook_runs_by_the_readme_command_and_is_stored_without_outputs(sweep
     [
         ("hydra/launcher=parallel", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
         ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
-        ("hydra/sweeper=search", "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"),
+        ("hydra/sweeper=search", "hydra_plugins.digits_search.search_sweeper.SearchSweeper"),
     ],
 )
 def test_launcher_and_sweeper_configs_compose(override: str, target: str) -> None:
@@ -169,22 +169,6 @@ def test_ddp_on_two_cpu_processes_leaves_one_run(tmp_path: Path, grid_dir: Path)
     m = metrics_of(run)
     assert m["status"] == "completed" and m["test_acc"] is not None and m["epochs"] == 2
     assert (run / "train_ddp_process_1.log").exists()  # a second process really ran
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory):
-    """A one-node, CPU-only SLURM cluster on this machine (Debian's slurmctld, slurmd and munge; root)."""
-    import shutil
-
-    if not (shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("sbatch")):
-        pytest.skip("needs SLURM: apt-get install slurmctld slurmd munge")
-    if os.geteuid() != 0:
-        pytest.skip("starting slurmctld and slurmd needs root")
-    state = tmp_path_factory.mktemp("slurm")
-    script = ROOT / "tests" / "slurm" / "one_node.sh"
-    subprocess.run([str(script), str(state), "start"], check=True, timeout=120)
-    yield state
-    subprocess.run([str(script), str(state), "stop"], check=False, timeout=60)
 
 
 @pytest.mark.slow

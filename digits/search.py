@@ -1,0 +1,369 @@
+"""Hyper-parameter search with Optuna (>= 4) behind `python -m digits.train -m hydra/sweeper=search`.
+
+A Hydra Sweeper, asking Optuna for trials and telling it their results (ask-and-tell): each batch of `n_jobs` trials
+is handed to the configured launcher as ordinary jobs, so the basic, parallel and SLURM launchers work unchanged.
+
+- The study lives in a database: by default `sqlite:///<sweep dir>/study.db`, so a search killed at any point
+  continues when the same command is re-run into the same `hydra.sweep.dir`: finished trials are kept, a trial whose
+  process died is marked failed and its parameters queued again, and `n_trials` counts the study's total.
+- `hydra.sweeper.storage=<URL>` (PostgreSQL, MySQL, SQLite) with `hydra.sweeper.study_name=<name>` lets several
+  commands, on one machine or many, or as SLURM jobs, work on one study: each asks for trials until the study holds
+  `n_trials` of them, so their union is `n_trials`.
+- A study remembers which search it is (its space, direction and base config): another search under its name is
+  refused in one line before any trial starts, as is a storage that cannot be reached.
+- Each trial reports its validation accuracy every epoch (SearchPruning, in the job's process); with
+  `hydra.sweeper.pruner=median` or `hyperband` a weak trial stops early and ends `pruned`, in its metrics.json, the
+  sweep summary and the study.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from digits.errors import UserError
+
+log = logging.getLogger("digits.search")
+
+ENV_STORAGE, ENV_STUDY, ENV_TRIAL = "DIGITS_SEARCH_STORAGE", "DIGITS_SEARCH_STUDY", "DIGITS_SEARCH_TRIAL"
+ENV_PRUNER = "DIGITS_SEARCH_PRUNER"  # the pruner is not kept in the storage: the job builds the sweeper's own
+PRUNERS = ("none", "median", "hyperband")
+# What a storage says to the second of two workers creating its tables or one study at the same moment.
+RACES = ("IntegrityError", "already exists", "UNIQUE constraint", "duplicate key", "database is locked")
+
+
+def distributions(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The search space in Hydra's override syntax (`lr: tag(log, interval(0.001, 0.3))`, `optim: choice(sgd,
+    adam)`, `data.batch_size: range(64, 257, 64)`) as Optuna distributions; single values are fixed overrides."""
+    import optuna.distributions as d
+
+    space: dict[str, Any] = {}
+    fixed: list[str] = []
+    parser = OverridesParser.create()
+    for key, value in (params or {}).items():
+        try:
+            override = parser.parse_override(f"{key}={value}")
+        except Exception as e:
+            raise UserError(f"hydra.sweeper.params.{key}={value}: not a search range ({e})") from None
+        v = override.value()
+        log_scale = "log" in getattr(v, "tags", set())
+        if isinstance(v, ChoiceSweep):
+            space[key] = d.CategoricalDistribution([c for c in v.list])
+        elif isinstance(v, IntervalSweep):
+            ints = isinstance(v.start, int) and isinstance(v.end, int) and not log_scale
+            kind = d.IntDistribution if ints else d.FloatDistribution
+            space[key] = kind(v.start, v.end, log=log_scale)
+        elif isinstance(v, RangeSweep):
+            ints = all(isinstance(x, int) for x in (v.start, v.stop, v.step))
+            stop = v.stop - v.step  # range() excludes its stop; Optuna's bounds include theirs
+            kind = d.IntDistribution if ints else d.FloatDistribution
+            space[key] = kind(v.start, stop, step=v.step)
+        else:
+            fixed.append(f"{key}={value}")
+    return space, fixed
+
+
+def pruner(name: str) -> Any:
+    import optuna
+
+    if name not in PRUNERS:
+        raise UserError(f"hydra.sweeper.pruner={name}: must be one of {', '.join(PRUNERS)}")
+    return {
+        "none": optuna.pruners.NopPruner(),
+        "median": optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
+        "hyperband": optuna.pruners.HyperbandPruner(),
+    }[name]
+
+
+class SearchSweeperBase(Sweeper):
+    """The sweeper; hydra_plugins/digits_search names a subclass of it, where Hydra looks for plugins."""
+
+    def __init__(
+        self,
+        sampler: Any = None,
+        direction: str = "maximize",
+        study_name: str | None = None,
+        storage: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        pruner: str = "none",
+        params: dict[str, str] | None = None,
+        figures: bool = True,
+    ):
+        self.sampler_cfg, self.direction, self.study_name = sampler, direction, study_name or "digits"
+        self.storage, self.n_trials, self.n_jobs = storage, int(n_trials), int(n_jobs)
+        self.pruner_name, self.params, self.figures = pruner, dict(params or {}), figures
+        self.launcher: Any = None
+        self.config: DictConfig | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    # --- the study -----------------------------------------------------------------------------------------------
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.sweep_dir / 'study.db').absolute()}"
+
+    def open_study(self, arguments: list[str]) -> Any:
+        """Create or load the study, check that it is this search's, and fail trials whose process died."""
+        import optuna
+        from hydra.utils import instantiate
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = self.sampler_cfg  # Hydra has built it from its _target_ when it built this sweeper
+        if isinstance(sampler, (dict, DictConfig)):
+            sampler = instantiate(sampler)
+        for attempt in range(4):
+            try:
+                study = optuna.create_study(
+                    study_name=self.study_name,
+                    storage=self.storage_url(),
+                    sampler=sampler,
+                    pruner=pruner(self.pruner_name),
+                    direction=self.direction,
+                    load_if_exists=True,
+                )
+                break
+            except Exception as e:  # an unreachable server, a wrong password, a file that is not a database
+                # Two workers that start together both create the storage's tables or the study: one wins, and
+                # the other finds them on a second look.
+                if attempt < 3 and any(m in f"{type(e).__name__} {e}" for m in RACES):
+                    import time
+
+                    time.sleep(1.0 + attempt)
+                    continue
+                text = " ".join(str(e).split())[:300]
+                where = _shown(self.storage_url())
+                raise UserError(f"cannot open the study {self.study_name!r} in {where}: {text}") from None
+        identity = search_identity(self.params, self.direction, arguments)
+        theirs = study.user_attrs.get("digits_search")
+        if theirs is None:
+            study.set_user_attr("digits_search", identity)
+        elif theirs != identity:
+            raise UserError(
+                f"the study {self.study_name!r} in {_shown(self.storage_url())} belongs to another search "
+                f"({theirs.get('summary', '?')}); use another hydra.sweeper.study_name, or the same search"
+            )
+        return study
+
+    def _dead(self, study: Any) -> list[Any]:
+        """RUNNING trials that a process of this host started and that is gone: killed with its sweeper. Other
+        hosts' trials are theirs."""
+        import optuna
+
+        from digits.runs import _alive
+
+        out = []
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            owner = t.user_attrs.get("digits_owner")
+            ours = owner is None and self.storage is None  # the sweep dir's own study has no other workers
+            dead = ours or (owner is not None and owner.get("host") == socket.gethostname() and not _alive(owner))
+            if dead and "job_num" in t.user_attrs:
+                out.append(t)
+            elif dead:  # killed between being asked for and being launched: nothing ran; ask for it again
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+        return out
+
+    # --- the loop ------------------------------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> Any:
+        import optuna
+
+        space, fixed = distributions(self.params)
+        study = self.open_study(arguments)
+        # A trial killed with its sweeper runs again in its own job dir, which resumes from its last checkpoint.
+        for frozen in self._dead(study):
+            trial = optuna.trial.Trial(study, frozen._trial_id)
+            log.info("trial %d was interrupted; resuming it in its job dir", frozen.number)
+            self._run(study, [trial], fixed, arguments, int(frozen.user_attrs["job_num"]))
+        job_idx = 1 + max((int(t.user_attrs.get("job_num", -1)) for t in study.trials), default=-1)
+        while True:
+            trials = []
+            for _ in range(max(0, min(self.n_jobs, self.n_trials - _counted(study)))):
+                trial = study.ask(space)
+                trial.set_user_attr("digits_owner", {"host": socket.gethostname(), "pid": os.getpid()})
+                if _rank(study, trial.number) >= self.n_trials:  # another worker took the last ones meanwhile
+                    trial.set_user_attr("surplus", True)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    continue
+                trials.append(trial)
+            if not trials:
+                break
+            self._run(study, trials, fixed, arguments, job_idx)
+            job_idx += len(trials)
+        _wait_for_others(study)
+        self._write_results(study)
+        return study
+
+    def _run(self, study: Any, trials: list[Any], fixed: list[str], arguments: list[str], job_idx: int) -> None:
+        """Launch one batch: trial i is job job_idx + i, owned by this process until it is told."""
+        for i, trial in enumerate(trials):
+            trial.set_user_attr("digits_owner", {"host": socket.gethostname(), "pid": os.getpid()})
+            trial.set_user_attr("job_num", job_idx + i)
+        batch = [self._overrides(trial, fixed, arguments) for trial in trials]
+        returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+        for trial, ret in zip(trials, returns):
+            self._tell(study, trial, ret)
+
+    def _overrides(self, trial: Any, fixed: list[str], arguments: list[str]) -> list[str]:
+        from digits.cli_args import quote
+
+        values = [f"{k}={_value(v)}" for k, v in trial.params.items()]
+        env = [
+            f"+hydra.job.env_set.{ENV_STORAGE}={quote(self.storage_url())}",
+            f"+hydra.job.env_set.{ENV_STUDY}={quote(self.study_name)}",
+            f"+hydra.job.env_set.{ENV_TRIAL}={trial._trial_id}",
+            f"+hydra.job.env_set.DIGITS_SEARCH_NUMBER={trial.number}",
+            f"+hydra.job.env_set.{ENV_PRUNER}={self.pruner_name}",
+        ]
+        return [*arguments, *fixed, *values, *env]
+
+    def _tell(self, study: Any, trial: Any, ret: Any) -> None:
+        import optuna
+        from hydra.core.utils import JobStatus
+
+        from digits.runs import RunDir
+
+        record = RunDir(str(ret.hydra_cfg.hydra.runtime.output_dir)).read_record() if ret.hydra_cfg else None
+        status = (record or {}).get("status")
+        value = ret._return_value if ret.status == JobStatus.COMPLETED else None
+        if status == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif status in ("completed", "early_stopped") and isinstance(value, float) and math.isfinite(value):
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        log.info("trial %d: %s", trial.number, study.trials[trial.number].state.name.lower())
+
+    # --- what a finished search leaves in its dir --------------------------------------------------------------------
+    def _write_results(self, study: Any) -> None:
+        import optuna
+
+        from digits.runs import write_json_atomic
+
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in optuna.trial.TrialState}
+        out: dict[str, Any] = {"study_name": self.study_name, "storage": _shown(self.storage_url()), "trials": states}
+        if complete:
+            best = study.best_trial
+            out.update(name="optuna", best_trial=best.number, best_value=best.value, best_params=best.params)
+            log.info("Best value: %s (trial %d: %s)", best.value, best.number, best.params)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / "optimization_results.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(out)))
+        write_json_atomic(self.sweep_dir / "search.json", out)
+        if self.figures and len(complete) >= 2:
+            _figures(study, self.sweep_dir)
+
+
+def _wait_for_others(study: Any, poll_s: float = 2.0, limit_s: float = 3600.0) -> None:
+    """Several workers share a study: each reports the study's best, so it waits for the others' running trials."""
+    import time
+
+    import optuna
+
+    start = time.monotonic()
+    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if time.monotonic() - start > limit_s:
+            log.warning("other workers' trials are still running after %.0f s; reporting the study as it is", limit_s)
+            return
+        time.sleep(poll_s)
+
+
+def _counted(study: Any) -> int:
+    """Trials that count towards n_trials: finished (complete or pruned) or running."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _rank(study: Any, number: int) -> int:
+    """How many counted trials came before trial `number`: lower numbers win when workers race for the last."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return sum(t.number < number for t in study.get_trials(deepcopy=False, states=states))
+
+
+def _figures(study: Any, out: Path) -> None:
+    """Optuna's own matplotlib views of the study: its history, and which parameters mattered."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as views
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" notes on every view
+        for name, draw in (
+            ("optimization_history", views.plot_optimization_history),
+            ("param_importances", views.plot_param_importances),
+        ):
+            try:
+                ax = draw(study)
+            except (ValueError, RuntimeError) as e:  # importances need two trials that differ
+                log.info("no %s figure: %s", name, e)
+                continue
+            fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+            fig.set_size_inches(8, 5)
+            fig.tight_layout()
+            fig.savefig(out / f"{name}.png", dpi=110)
+            matplotlib.pyplot.close(fig)
+
+
+def search_identity(params: dict[str, str], direction: str, arguments: list[str]) -> dict[str, Any]:
+    """What makes a study this search: its space, its direction and the command's other overrides."""
+    from digits.fingerprint import digest
+
+    base = sorted(a for a in arguments if not a.lstrip("+~").startswith("hydra"))
+    space = {k: str(v) for k, v in sorted(params.items())}
+    summary = ", ".join(f"{k}: {v}" for k, v in space.items())[:200]
+    return {"digest": digest([space, direction, base]), "summary": summary}
+
+
+def _value(v: Any) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _shown(url: str) -> str:
+    """A storage URL without its password, for messages and files."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def trial_from_env() -> Any | None:
+    """The Optuna trial this job runs, when a search started it (SearchPruning reports to it)."""
+    if not os.environ.get(ENV_TRIAL):
+        return None
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=os.environ[ENV_STUDY],
+        storage=os.environ[ENV_STORAGE],
+        pruner=pruner(os.environ.get(ENV_PRUNER, "none")),
+    )
+    return optuna.trial.Trial(study, int(os.environ[ENV_TRIAL]))
+
+
+def describe(study_json: Path) -> str:
+    """One line of a finished search, from its search.json."""
+    data = json.loads(study_json.read_text())
+    return f"{data['study_name']}: {data['trials']}, best {data.get('best_value')}"

@@ -1,0 +1,348 @@
+"""hydra/sweeper=search: Optuna (>= 4) behind the same command, a study that survives a kill, pruning, and several
+workers on one study on a real PostgreSQL server (started by the test, skipped with the reason when absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import FAST, finish, metrics_of, run_cli, start_cli
+
+optuna = pytest.importorskip("optuna", reason="the search needs optuna: pip install -e '.[sweep]'")
+
+
+def _study(url: str, name: str = "digits"):
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _states(study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.trials:
+        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+    return out
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, expect: str) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("digits: error: ") and expect in lines[0], proc.stderr[-2000:]
+
+
+def _search(grid_dir: Path, sweep: Path, *more: str, lr: str = "choice(0.05,0.1)") -> list[str]:
+    return [
+        "-m",
+        "hydra/sweeper=search",
+        f"data.dir={grid_dir}",
+        *FAST,
+        "model=lenet",
+        f"hydra.sweeper.params={{lr: '{lr}', optim: sgd, model.dropout: '0.0'}}",
+        f"hydra.sweep.dir={sweep}",
+        *more,
+    ]
+
+
+def test_a_search_killed_with_sigkill_continues_where_it_stopped(tmp_path: Path, grid_dir: Path) -> None:
+    sweep = tmp_path / "search"
+    kill = f"+callbacks.extra.killer={{_target_: killer.SignalOnce, step: 12, marker: '{tmp_path / 'fired'}'}}"
+    args = _search(grid_dir, sweep, "hydra.sweeper.n_trials=3", kill)
+    proc = start_cli(args, tmp_path)
+    finish(proc, timeout=300)
+    assert proc.returncode == -signal.SIGKILL and (tmp_path / "fired").exists()
+    url = f"sqlite:///{sweep / 'study.db'}"
+    assert _states(_study(url)) == {"running": 1}  # trial 0, killed in its second epoch
+
+    run_cli(args, cwd=tmp_path)
+    study = _study(url)
+    assert _states(study) == {"complete": 3}  # n_trials counts the study's total, the killed trial included
+    jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir() and (d / "metrics.json").is_file())
+    assert [j.split("_")[0] for j in jobs] == ["0", "1", "2"]  # the killed trial went on in its own dir
+    first = sweep / jobs[0]
+    assert metrics_of(first)["status"] == "completed" and "resuming from" in (first / "train.log").read_text()
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 3
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == study.best_value and results["trials"]["complete"] == 3
+    assert (sweep / "optimization_history.png").is_file()
+
+    before = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    run_cli(args, cwd=tmp_path)  # a finished search re-run: nothing trains again
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")} == before
+    assert len(_study(url).trials) == 3
+
+
+def _pruning_seed() -> int:
+    """A RandomSampler seed that draws at least three good rates among the first four trials (the pruner's
+    startup) and a hopeless one after them: then pruning must happen."""
+    for seed in range(100):
+        s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        lrs = [s.ask({"lr": optuna.distributions.CategoricalDistribution([0.1, 1e-7])}).params["lr"] for _ in range(6)]
+        if lrs[:4].count(0.1) >= 3 and 1e-7 in lrs[4:]:
+            return seed
+    raise AssertionError("no seed")
+
+
+def test_pruning_stops_hopeless_trials_and_they_are_never_the_best(tmp_path: Path, grid_dir: Path) -> None:
+    sweep = tmp_path / "search"
+    seed = _pruning_seed()
+    args = _search(
+        grid_dir,
+        sweep,
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.sampler._target_=optuna.samplers.RandomSampler",
+        "~hydra.sweeper.sampler.n_startup_trials",
+        f"hydra.sweeper.sampler.seed={seed}",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=6",
+        lr="choice(0.1,1e-7)",
+    )
+    run_cli(args, cwd=tmp_path)
+    study = _study(f"sqlite:///{sweep / 'study.db'}")
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(t.params["lr"] == 1e-7 for t in pruned)
+    records = {d.name: metrics_of(d) for d in sweep.iterdir() if (d / "metrics.json").is_file()}
+    pruned_runs = [name for name, m in records.items() if m["status"] == "pruned"]
+    assert len(pruned_runs) == len(pruned)
+    assert all(records[n]["epochs"] < 4 and len(records[n]["val_acc"]) == records[n]["epochs"] for n in pruned_runs)
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert "pruned" not in summary[1]  # never the first row
+    assert "pruned" in (sweep / "summary.md").read_text()
+    proc = run_cli([str(sweep / pruned_runs[0])], cwd=tmp_path, module="digits.ensemble", check=False)
+    _one_line_error(proc, "is a pruned run, not a result")
+
+
+def test_a_storage_that_fails_is_one_line_before_any_trial(tmp_path: Path, grid_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    sweep = tmp_path / "s"
+    storage = f"hydra.sweeper.storage=postgresql://user:secret@127.0.0.1:{port}/db"
+    proc = run_cli(_search(grid_dir, sweep, storage), cwd=tmp_path, check=False)
+    _one_line_error(proc, "cannot open the study 'digits' in postgresql://user:***@127.0.0.1")
+    assert "secret" not in proc.stderr and not sweep.exists()
+
+
+def test_another_search_under_a_studys_name_is_refused(tmp_path: Path, grid_dir: Path) -> None:
+    db = tmp_path / "shared.db"
+    first = _search(grid_dir, tmp_path / "a", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage=sqlite:///{db}")
+    run_cli(first, cwd=tmp_path)
+    other = _search(
+        grid_dir,
+        tmp_path / "b",
+        "hydra.sweeper.n_trials=1",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        lr="choice(0.1,0.2)",
+    )
+    proc = run_cli(other, cwd=tmp_path, check=False)
+    _one_line_error(proc, "belongs to another search")
+    assert len(_study(f"sqlite:///{db}").trials) == 1
+
+
+# --- several workers on one study, on a real PostgreSQL server ---------------------------------------------------
+def _pg_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@pytest.fixture
+def postgres(tmp_path: Path):
+    """A throwaway PostgreSQL cluster on 127.0.0.1 run as the `postgres` user (initdb and the server refuse root),
+    with a password, so a wrong one can be tried."""
+    bin_dir = _pg_bin()
+    if bin_dir is None or shutil.which("runuser") is None:
+        pytest.skip("needs Debian's postgresql (apt-get install postgresql) and runuser")
+    try:
+        import psycopg  # noqa: F401  (SQLAlchemy 2.1's driver for postgresql:// URLs)
+    except ImportError:
+        pytest.skip("needs psycopg: pip install 'psycopg[binary]'")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="digits-pg-"))  # pytest's tmp dirs are closed to other users
+    os.chmod(root, 0o755)
+    (root / "pw").write_text("digits-pw\n")
+    shutil.chown(root, "postgres")
+    shutil.chown(root / "pw", "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    init = subprocess.run(
+        [
+            *as_pg,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(root / "data"),
+            "-U",
+            "postgres",
+            "--auth=md5",
+            f"--pwfile={root / 'pw'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if init.returncode != 0:
+        pytest.skip(f"initdb failed here: {init.stderr.strip()[:200]}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = subprocess.run(
+        [
+            *as_pg,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(root / "data"),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -h 127.0.0.1 -k {root}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert start.returncode == 0, start.stderr + (root / "log").read_text()
+    try:
+        yield f"postgresql://postgres:digits-pw@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_pg, str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True
+        )
+
+
+def test_two_workers_share_one_study_on_postgresql(tmp_path: Path, grid_dir: Path, postgres: str) -> None:
+    shared = [f"hydra.sweeper.storage={postgres}", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=6"]
+    procs = [start_cli(_search(grid_dir, tmp_path / f"w{i}", *shared), tmp_path) for i in range(2)]
+    for p in procs:
+        finish(p, timeout=600)
+    assert [p.returncode for p in procs] == [0, 0]
+    study = _study(postgres, "shared")
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(done) == 6 and len({t.number for t in done}) == 6
+    runs = [d for w in ("w0", "w1") for d in (tmp_path / w).iterdir() if (d / "metrics.json").is_file()]
+    assert len(runs) == 6  # the union of the two workers' jobs is n_trials
+    results = [yaml.safe_load((tmp_path / w / "optimization_results.yaml").read_text()) for w in ("w0", "w1")]
+    assert results[0]["best_trial"] == results[1]["best_trial"] == study.best_trial.number
+    assert "digits-pw" not in json.dumps(results)
+
+    wrong = postgres.replace("digits-pw", "nope")
+    proc = run_cli(_search(grid_dir, tmp_path / "w2", f"hydra.sweeper.storage={wrong}"), cwd=tmp_path, check=False)
+    _one_line_error(proc, "cannot open the study")
+
+
+def test_the_dashboard_shows_a_finished_searchs_trials_in_a_real_browser(tmp_path: Path, grid_dir: Path) -> None:
+    """`optuna-dashboard sqlite:///<sweep dir>/study.db`, as docs/sweeps.md says, read by headless Chromium."""
+    chromium, dashboard = shutil.which("chromium"), shutil.which("optuna-dashboard")
+    if not (chromium and dashboard):
+        pytest.skip("needs Debian's chromium and optuna-dashboard (pip install -e '.[sweep]')")
+    sweep = tmp_path / "search"
+    run_cli(_search(grid_dir, sweep, "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=seen"), cwd=tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [dashboard, f"sqlite:///{sweep / 'study.db'}", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):  # it answers once it has read the study
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+        flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        page = subprocess.run(
+            [
+                chromium,
+                *flags,
+                f"--user-data-dir={tmp_path / 'browser'}",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/dashboard/studies/1/trials",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    text = " ".join(re.sub(r"<[^>]*>", " ", page).split())
+    assert "seen" in text and "Trial 0 Complete" in text and "Trial 1 Complete" in text, text[:2000]
+
+
+@pytest.mark.slow
+def test_two_slurm_jobs_work_on_one_study(slurm: Path, tmp_path: Path, grid_dir: Path) -> None:
+    """Two workers submitted as SLURM jobs of the one-node cluster, on one study in a shared SQLite file."""
+    import sys
+
+    from helpers import cli_env
+
+    db = tmp_path / "shared.db"
+    shared = [f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.study_name=slurm", "hydra.sweeper.n_trials=4"]
+    env = {**cli_env(tmp_path), "PYTHONWARNINGS": "ignore"}
+    ids = []
+    for i in range(2):
+        command = " ".join(
+            shlex.quote(a)
+            for a in [sys.executable, "-m", "digits.train", *_search(grid_dir, tmp_path / f"w{i}", *shared)]
+        )
+        out = subprocess.run(
+            ["sbatch", "--parsable", f"--output={tmp_path / f'w{i}.out'}", f"--chdir={tmp_path}", "--wrap", command],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        ids.append(out.stdout.strip().split(";")[0])
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True, text=True).stdout.strip()
+        if not queued:
+            break
+        time.sleep(2)
+    logs = "".join((tmp_path / f"w{i}.out").read_text() for i in range(2))
+    study = _study(f"sqlite:///{db}", "slurm")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4 and len({t.number for t in done}) == 4, logs[-3000:]
+    runs = [d for w in ("w0", "w1") for d in (tmp_path / w).iterdir() if (d / "metrics.json").is_file()]
+    assert len(runs) == 4
+
+
+def test_workers_that_start_together_all_open_the_study(tmp_path: Path) -> None:
+    """Four workers opening one new study at the same moment: the storage's tables and the study are created once,
+    and every worker gets them (the one that loses the race looks again)."""
+    import threading
+
+    from digits.search import SearchSweeperBase
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    barrier, errors, studies = threading.Barrier(4), [], []
+
+    def worker() -> None:
+        sweeper = SearchSweeperBase(storage=url, study_name="race", params={"lr": "interval(0.01, 0.1)"})
+        barrier.wait()
+        try:
+            studies.append(sweeper.open_study(["model=lenet"]))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(studies) == 4
+    assert len(optuna.get_all_study_summaries(storage=url)) == 1
