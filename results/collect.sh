@@ -23,4 +23,8 @@ for job in "$sweep"/*/; do
   fi
 done
 cp "$sweep"/summary.csv "$sweep"/summary.md "$sweep"/curves*.png "$out/"
+# A search's own record: the study (SQLite, from which its numbers are recomputed), its results and figures.
+for f in study.db optimization_results.yaml search.json optimization_history.png param_importances.png; do
+  [ -f "$sweep/$f" ] && cp "$sweep/$f" "$out/"
+done
 echo "$out"

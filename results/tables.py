@@ -220,6 +220,34 @@ def recompute(ensemble: Path) -> float | None:
     return float((mean.argmax(1) == labels).mean())
 
 
+def search(studies: list[str]) -> str:
+    """Searches compared: their trials by state, the epochs all trials trained (what pruning saves, whatever else
+    the CPU was doing), wall time from the study's own timestamps, and the best trial's validation accuracy and
+    (once) test accuracy, from results/<study>/study.db and the trials' records."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = [
+        "| search | complete | pruned | epochs trained | wall time | best val acc (trial) | its test acc |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for study_dir in studies:
+        study = optuna.load_study(study_name="digits", storage=f"sqlite:///{HERE / study_dir / 'study.db'}")
+        states = Counter(t.state.name for t in study.trials)
+        starts = [t.datetime_start for t in study.trials if t.datetime_start]
+        ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
+        wall = (max(ends) - min(starts)).total_seconds() / 60
+        records = [m for _, m in jobs(study_dir)]
+        epochs = sum(m["epochs"] for m in records)
+        best = study.best_trial
+        best_record = next(m for name, m in jobs(study_dir) if name.split("_", 1)[0] == str(best.user_attrs["job_num"]))
+        rows.append(
+            f"| [{study_dir}]({study_dir}/README.md) | {states['COMPLETE']} | {states['PRUNED']} | {epochs} "
+            f"| {wall:.0f} min | {pct(best.value)} ({best.number}) | {pct(best_record['test_acc'])} |"
+        )
+    return "\n".join(rows)
+
+
 # The CPU each study of the unchanged recipe ran on: the records hold the precision and the times, not the CPU's name.
 MACHINES = {
     "best": "Intel Xeon (AVX-512)",
@@ -248,6 +276,9 @@ def machines() -> str:
 if __name__ == "__main__":
     if sys.argv[1:] == ["machines"]:
         print(machines())
+        sys.exit()
+    if sys.argv[1:2] == ["search"]:
+        print(search(sys.argv[2:]))
         sys.exit()
     for study in sys.argv[1:] or ["compare_models", "optim_grid", "best"]:
         if study.endswith("/"):

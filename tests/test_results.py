@@ -288,3 +288,15 @@ def test_an_ensemble_recomputes_from_compact_softmax(tmp_path, monkeypatch) -> N
     path.write_text(json.dumps(result))
     assert 0.5 < result["test_acc"] < 1 and tables.recompute(path) == result["test_acc"]
     assert (tmp_path / "results" / "study" / "0_seed=0" / "softmax.npz").stat().st_size < 15_000
+
+
+def test_the_search_comparison_is_the_committed_studies() -> None:
+    """The pruning comparison, recomputed from the two studies' study.db and their trials' records."""
+    pytest.importorskip("optuna")
+    table = _tables().search(["search_none", "search_median"])
+    assert table.count("\n") == 3
+    assert table in (ROOT / "results" / "README.md").read_text()
+    front = table.replace("](search_", "](results/search_")
+    assert front in (ROOT / "README.md").read_text()
+    for study in ("search_none", "search_median"):
+        assert _tables().table(study) in (ROOT / "results" / study / "README.md").read_text()
