@@ -39,7 +39,6 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 # Hydra's flags that take a value (`--cfg job`, `-cn train`); --info's is optional but never holds '='.
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
 FLAGS_WITH_VALUE |= {"--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
-MAX_CHECKED_JOBS = 256
 MIN_FREE_BYTES = 50 * 2**20
 
 
@@ -386,10 +385,6 @@ def _stored_jobs(sweep: RunDir, cfg: DictConfig) -> list[dict[str, Any]] | None:
         ) from None
 
 
-def _task_overrides(args: list[str]) -> list[str]:
-    return [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
-
-
 def _naming(overrides: list[Any], args: list[str]) -> list[str]:
     """Name each job dir after what it varies: every key given one value is left out of Hydra's override_dirname."""
     if any(a.startswith("hydra.job.config.override_dirname.exclude_keys=") for a in args):
@@ -427,23 +422,9 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
         shown_args = [
             a for i, a in enumerate(args) if a not in ("--cfg", "-c") and (i == 0 or args[i - 1] not in ("--cfg", "-c"))
         ]
-        _checked(shown_args, show)
+        _compose_command(shown_args, show)
         return args, None
-    overrides = parse(args)
-    check_choices(overrides)
-    multirun = any(a in MULTIRUN_FLAGS for a in args)
-    sweeps = [o for o in overrides if o.is_sweep_override()]
-    given = [a for a in args if not a.startswith("-")]
-    plain = [a for a, o in zip(given, overrides) if not o.is_sweep_override()]
-    jobs: list[dict[str, Any]] = []
-    with Composer() as composer:
-        cfg = composer.compose(plain if sweeps else given)
-        run_plain = composer.plain
-        multirun = multirun or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-        if multirun:
-            jobs = _sweep_jobs(args, cfg, composer)
-        elif sweeps:
-            raise UserError(f"{sweeps[0].input_line}: a list of values needs -m (a sweep)")
+    overrides, cfg, run_plain, multirun, jobs = _compose_command(args)
     target, named = _target(cfg, overrides, multirun)
     check_writable(target)
     run = RunDir(target)
@@ -467,21 +448,27 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
     return args, Target(run, multirun)
 
 
-def _checked(args: list[str], part: str) -> None:
-    """--cfg: the command is checked as a run of it would be (every job of a sweep), then shown; nothing is
-    claimed or written. Hydra shows one config; for a sweep each job's is shown here."""
+def _compose_command(args: list[str], show: str | None = None) -> tuple[list[Any], DictConfig, Any, bool, list]:
+    """Parse and compose the command as Hydra will, checking every job of a sweep; returns (overrides, config,
+    resolved config, multirun, jobs). With `show` (--cfg), each job's config is then shown and the process exits:
+    Hydra shows one config, not a sweep's, and checks none of them."""
     overrides = parse(args)
     check_choices(overrides)
     sweeps = [o for o in overrides if o.is_sweep_override()]
-    plain = [a for a, o in zip([a for a in args if not a.startswith("-")], overrides) if not o.is_sweep_override()]
+    given = [a for a in args if not a.startswith("-")]
+    plain = [a for a, o in zip(given, overrides) if not o.is_sweep_override()]
+    jobs: list[dict[str, Any]] = []
     with Composer() as composer:
-        cfg = composer.compose(plain if sweeps else [a for a in args if not a.startswith("-")])
+        cfg = composer.compose(plain if sweeps else given)
+        run_plain = composer.plain
         multirun = any(a in MULTIRUN_FLAGS for a in args) or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
         if multirun:
-            _sweep_jobs(args, cfg, composer)
-            _show_jobs(args, cfg, part, composer)
+            jobs = _sweep_jobs(args, cfg, composer)
+            if show is not None:
+                _show_jobs(args, cfg, show, composer)
         elif sweeps:
             raise UserError(f"{sweeps[0].input_line}: a list of values needs -m (a sweep)")
+    return overrides, cfg, run_plain, multirun, jobs
 
 
 def _shown_part(args: list[str]) -> str | None:

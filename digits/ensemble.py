@@ -32,12 +32,14 @@ def members_of(paths: list[Path]) -> list[Path]:
         if not p.is_dir():
             raise UserError("no such run or sweep dir", p)
         if runs.RunDir(p).predictions.is_file():
-            status = (runs.RunDir(p).read_record() or {}).get("status")
+            status = _status(p)
             if status not in runs.RESULT_STATUSES:
                 raise UserError(f"is a {status or 'unfinished'} run, not a result; it is no ensemble member", p)
             out.append(p)
             continue
-        jobs = [d for d in runs.job_dirs(p) if runs.RunDir(d).predictions.is_file() and _is_result(d)]
+        jobs = [
+            d for d in runs.job_dirs(p) if runs.RunDir(d).predictions.is_file() and _status(d) in runs.RESULT_STATUSES
+        ]
         if not jobs:
             raise UserError("holds no finished run (no predictions.npz)", p)
         out.extend(jobs)
@@ -47,8 +49,8 @@ def members_of(paths: list[Path]) -> list[Path]:
     return list(unique.values())
 
 
-def _is_result(run_dir: Path) -> bool:
-    return (runs.RunDir(run_dir).read_record() or {}).get("status") in runs.RESULT_STATUSES
+def _status(run_dir: Path) -> str | None:
+    return (runs.RunDir(run_dir).read_record() or {}).get("status")
 
 
 def _load(run_dir: Path) -> dict[str, Any]:

@@ -76,7 +76,8 @@ def file_sha256(path: Path) -> str:
 
 
 def data_identity(data_dir: str | Path) -> dict[str, dict[str, str]]:
-    """Each data file's absolute path and sha256 (about 0.1 s for MNIST's 110 MB on one core, once per start)."""
+    """Each data file's absolute path and sha256, once per run start: for the embedded MNIST's two CSVs (128 MB),
+    0.8 s from disk and 0.1 s from the page cache on a 2-core AMD EPYC (Zen 3)."""
     from digits.data.csv import data_files
 
     out = {}

@@ -470,7 +470,7 @@ def _resolve(body: DictConfig) -> dict[str, Any]:
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         text = _raw_text(body, key)
-        why = " ".join(str(e).splitlines()[0].split())
+        why = _first(e)
         raise UserError(f"{key}={text}: cannot be resolved ({why})" if text is not None else f"{key}: {why}") from None
 
 
@@ -480,7 +480,7 @@ def _resolve_node(node: DictConfig, key: str) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
-        raise UserError(f"{key}: cannot be resolved ({' '.join(str(e).splitlines()[0].split())})") from None
+        raise UserError(f"{key}: cannot be resolved ({_first(e)})") from None
 
 
 def _raw_text(body: DictConfig, key: str) -> str | None:
@@ -578,11 +578,6 @@ def _first(e: BaseException) -> str:
     return " ".join(str(e).splitlines()[0].split()) if str(e).strip() else type(e).__name__
 
 
-def check(cfg: DictConfig) -> None:
-    """validate(), for callers that need no resolved copy."""
-    validate(cfg)
-
-
 # --- cross-field rules: each takes the resolved config (and the composed one, for hydra.*) ------------------------
 def _monitors(plain: dict[str, Any]) -> list[tuple[str, str]]:
     cbs = plain.get("callbacks") or {}
@@ -601,11 +596,7 @@ def _monitor_modes(plain: dict[str, Any], _cfg: DictConfig) -> str | None:
         mode = plain["callbacks"][name].get("mode")
         want = "max" if metric.endswith("acc") else "min"
         if mode is not None and mode != want:
-            return (
-                f"callbacks.{name}.mode={mode}: {metric} is better when larger"
-                if want == "max"
-                else (f"callbacks.{name}.mode={mode}: {metric} is better when smaller")
-            )
+            return f"callbacks.{name}.mode={mode}: {metric} is better when {'larger' if want == 'max' else 'smaller'}"
     return None
 
 

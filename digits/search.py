@@ -18,7 +18,6 @@ is handed to the configured launcher as ordinary jobs, so the basic, parallel an
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -284,20 +283,21 @@ def _wait_for_others(study: Any, poll_s: float = 2.0, limit_s: float = 3600.0) -
         time.sleep(poll_s)
 
 
-def _counted(study: Any) -> int:
+def _counted_trials(study: Any) -> list[Any]:
     """Trials that count towards n_trials: finished (complete or pruned) or running."""
     import optuna
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=states))
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def _counted(study: Any) -> int:
+    return len(_counted_trials(study))
 
 
 def _rank(study: Any, number: int) -> int:
     """How many counted trials came before trial `number`: lower numbers win when workers race for the last."""
-    import optuna
-
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    return sum(t.number < number for t in study.get_trials(deepcopy=False, states=states))
+    return sum(t.number < number for t in _counted_trials(study))
 
 
 def _figures(study: Any, out: Path) -> None:
@@ -361,9 +361,3 @@ def trial_from_env() -> Any | None:
         pruner=pruner(os.environ.get(ENV_PRUNER, "none")),
     )
     return optuna.trial.Trial(study, int(os.environ[ENV_TRIAL]))
-
-
-def describe(study_json: Path) -> str:
-    """One line of a finished search, from its search.json."""
-    data = json.loads(study_json.read_text())
-    return f"{data['study_name']}: {data['trials']}, best {data.get('best_value')}"

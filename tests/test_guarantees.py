@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, make_folder, metrics_of, run_cli
+from helpers import FAST, make_folder, metrics_of, one_line_error, run_cli
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -26,12 +26,6 @@ from digits.errors import UserError
 from digits.runs import RunDir
 
 SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-def _one_line_error(proc: subprocess.CompletedProcess, expect: str) -> None:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("digits: error: ") and expect in lines[0], proc.stderr[-2000:]
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -387,7 +381,7 @@ def test_a_run_dir_spelled_through_an_environment_variable_is_never_run_twice(tm
     try:
         run_cli(env_args, cwd=tmp_path)
         before = _snapshot(home / "r")
-        _one_line_error(run_cli(env_args, cwd=tmp_path, check=False), "already holds a run")
+        one_line_error(run_cli(env_args, cwd=tmp_path, check=False), "already holds a run")
         assert _snapshot(home / "r") == before
     finally:
         os.environ["HOME"] = saved
@@ -441,12 +435,12 @@ def test_a_setting_lightning_refuses_only_at_fit_time_is_one_line_and_leaves_not
     tmp_path: Path, grid_dir: Path
 ) -> None:
     proc = run_cli([f"data.dir={grid_dir}", *FAST, "trainer.limit_train_batches=0.0001"], cwd=tmp_path, check=False)
-    _one_line_error(proc, "the trainer refused the config")
+    one_line_error(proc, "the trainer refused the config")
     assert not any(p.is_file() for p in (tmp_path / "outputs").rglob("*"))
 
 
 def test_nodes_that_will_never_come_are_refused_before_a_dir_exists(tmp_path: Path) -> None:
-    _one_line_error(run_cli(["trainer.num_nodes=2"], cwd=tmp_path, check=False), "this launch runs on one node")
+    one_line_error(run_cli(["trainer.num_nodes=2"], cwd=tmp_path, check=False), "this launch runs on one node")
     assert not (tmp_path / "outputs").exists()
 
 
@@ -464,7 +458,7 @@ def test_a_resume_with_another_batch_schedule_is_refused_and_changes_nothing(tmp
     (run / "metrics.json").unlink()  # as if it had been interrupted
     before = _snapshot(run)
     proc = run_cli([f"resume={run}", "debug=fast"], cwd=tmp_path, check=False)
-    _one_line_error(proc, "must continue the same run, but data.batch_size: was null, now 64")
+    one_line_error(proc, "must continue the same run, but data.batch_size: was null, now 64")
     assert _snapshot(run) == before
     proc = run_cli([f"resume={run}", "trainer.enable_progress_bar=false"], cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, finish, make_folder, metrics_of, run_cli, start_cli
-
-
-def _one_line_error(proc: subprocess.CompletedProcess, expect: str) -> None:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("digits: error: ") and expect in lines[0], proc.stderr[-2000:]
+from helpers import FAST, finish, make_folder, metrics_of, one_line_error, run_cli, start_cli
 
 
 def _nothing_under(path: Path) -> bool:
@@ -44,19 +37,19 @@ def _nothing_under(path: Path) -> bool:
     ],
 )
 def test_a_bad_value_is_one_line_before_anything_exists(tmp_path: Path, override: str, expect: str) -> None:
-    _one_line_error(run_cli([override], cwd=tmp_path, check=False), expect)
+    one_line_error(run_cli([override], cwd=tmp_path, check=False), expect)
     assert not (tmp_path / "outputs").exists()
 
 
 def test_a_bad_value_in_any_job_of_a_sweep_stops_the_sweep_before_it_starts(tmp_path: Path) -> None:
-    _one_line_error(run_cli(["-m", "lr=0.1,-1"], cwd=tmp_path, check=False), "lr=-1.0: must be > 0")
+    one_line_error(run_cli(["-m", "lr=0.1,-1"], cwd=tmp_path, check=False), "lr=-1.0: must be > 0")
     assert not (tmp_path / "outputs").exists()
 
 
 def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text("label\n")
     proc = run_cli([f"data.dir={tmp_path / 'train.csv'}", *FAST], cwd=tmp_path, check=False)
-    _one_line_error(proc, "is a file; data.dir takes the folder")
+    one_line_error(proc, "is a file; data.dir takes the folder")
     assert not (tmp_path / "outputs").exists()
 
 
@@ -131,19 +124,19 @@ def test_a_failed_run_removes_only_what_it_made(tmp_path: Path) -> None:
     mine.mkdir()
     (mine / "config.yaml").write_text("my own notes\n")
     proc = run_cli([f"hydra.run.dir={mine}", f"data.dir={tmp_path / 'nope'}", *FAST], cwd=tmp_path, check=False)
-    _one_line_error(proc, "holds files that digits did not write (config.yaml)")
+    one_line_error(proc, "holds files that digits did not write (config.yaml)")
     assert sorted(p.name for p in mine.iterdir()) == ["config.yaml"]
     assert (mine / "config.yaml").read_text() == "my own notes\n"
 
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = run_cli([f"hydra.run.dir={empty}", f"data.dir={tmp_path / 'nope'}", *FAST], cwd=tmp_path, check=False)
-    _one_line_error(proc, "data folder does not exist")
+    one_line_error(proc, "data folder does not exist")
     assert empty.is_dir() and not any(empty.iterdir())  # the user's dir stays, and empty
 
     fresh = tmp_path / "deep" / "new" / "run"
     proc = run_cli([f"hydra.run.dir={fresh}", f"data.dir={tmp_path / 'nope'}", *FAST], cwd=tmp_path, check=False)
-    _one_line_error(proc, "data folder does not exist")
+    one_line_error(proc, "data folder does not exist")
     assert not (tmp_path / "deep").exists()  # every level it made is gone, and nothing else
 
 
@@ -152,11 +145,11 @@ def test_a_different_sweep_is_refused_in_an_existing_sweep_dir(tmp_path: Path, g
     base = ["-m", f"data.dir={grid_dir}", *FAST, "model=lenet", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
     run_cli([*base, "lr=0.05,0.1"], cwd=tmp_path)
     before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.suffix in (".yaml", ".json")}
-    _one_line_error(run_cli([*base, "lr=0.5,1.0"], cwd=tmp_path, check=False), "holds a different sweep")
+    one_line_error(run_cli([*base, "lr=0.5,1.0"], cwd=tmp_path, check=False), "holds a different sweep")
     # Not extensions: the old jobs reordered (job 0 would become lr=0.1), a fixed value changed, a new swept key.
     for changed in (["lr=0.1,0.05,0.2"], ["lr=0.05,0.1,0.2", "model=ann"], ["lr=0.05,0.1", "seed=0,1"]):
         proc = run_cli([*base, *changed], cwd=tmp_path, check=False)
-        _one_line_error(proc, "extend it by appending values")
+        one_line_error(proc, "extend it by appending values")
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0_lr=0.05", "1_lr=0.1"]
 
@@ -176,7 +169,7 @@ def test_a_finished_sweep_extended_runs_only_its_new_jobs(tmp_path: Path, grid_d
     # The extended sweep is now the one the dir holds: its own re-run skips all three, the old command is refused.
     proc = run_cli([*base, "lr=0.05,0.1,0.2"], cwd=tmp_path)
     assert proc.stdout.count("skipping") + proc.stderr.count("skipping") == 3, proc.stderr[-2000:]
-    _one_line_error(run_cli([*base, "lr=0.05,0.1"], cwd=tmp_path, check=False), "holds a different sweep")
+    one_line_error(run_cli([*base, "lr=0.05,0.1"], cwd=tmp_path, check=False), "holds a different sweep")
 
 
 def test_last_ckpt_is_the_last_epoch_even_after_a_plateau(tmp_path: Path, grid_dir: Path) -> None:
@@ -198,7 +191,7 @@ def test_resume_refuses_a_new_model_and_takes_a_path_with_a_space(tmp_path: Path
     proc = run_cli([*args, kill, f"hydra.run.dir='{run}'"], cwd=tmp_path, check=False)
     assert proc.returncode == 143, proc.stderr[-2000:]
     saved = (run / ".hydra" / "overrides.yaml").read_bytes()
-    _one_line_error(
+    one_line_error(
         run_cli([f"resume={run}", "model=lenet"], cwd=tmp_path, check=False),
         "but model._target_: was digits.models.ann.ANN, now digits.models.lenet.LeNet5",
     )
@@ -257,19 +250,19 @@ def test_a_damaged_or_foreign_predictions_file_is_one_line(tmp_path: Path, conte
     run = _predictions_run(tmp_path, content)
     extra = ["--out", str(tmp_path / "ens")] if module == "digits.ensemble" else []
     proc = run_cli([str(run), *extra], cwd=tmp_path, module=module, check=False)
-    _one_line_error(proc, str(run))
+    one_line_error(proc, str(run))
 
 
 def test_ensemble_out_must_be_a_new_writable_dir(tmp_path: Path) -> None:
     run = _predictions_run(tmp_path, _foreign_npz())
     (tmp_path / "taken").write_text("a file of mine\n")
     proc = run_cli([str(run), "--out", str(tmp_path / "taken")], cwd=tmp_path, module="digits.ensemble", check=False)
-    _one_line_error(proc, "is a file; an ensemble takes a directory")
+    one_line_error(proc, "is a file; an ensemble takes a directory")
     proc = run_cli([str(run), "--out", "/proc/digits-ens"], cwd=tmp_path, module="digits.ensemble", check=False)
-    _one_line_error(proc, "not writable")
+    one_line_error(proc, "not writable")
     for bad in ("0", "-2"):
         proc = run_cli([str(run), "--top", bad], cwd=tmp_path, module="digits.ensemble", check=False)
-        _one_line_error(proc, "must be at least 1")
+        one_line_error(proc, "must be at least 1")
 
 
 def test_report_says_when_it_cannot_write_its_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -329,7 +322,7 @@ def test_ctrl_c_before_training_leaves_nothing(tmp_path: Path, grid_dir: Path) -
 
 def test_summary_checks_its_overrides_too(tmp_path: Path) -> None:
     proc = run_cli(["model=ann", "model.dropout=2"], cwd=tmp_path, module="digits.summary", check=False)
-    _one_line_error(proc, "model.dropout=2.0: must be >= 0 and < 1")
+    one_line_error(proc, "model.dropout=2.0: must be >= 0 and < 1")
 
 
 def test_val_fraction_zero_trains_on_every_row_with_the_last_weights(tmp_path: Path, kaggle_dir: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import FAST, finish, metrics_of, run_cli, start_cli
+from helpers import FAST, finish, metrics_of, one_line_error, run_cli, start_cli
 
 optuna = pytest.importorskip("optuna", reason="the search needs optuna: pip install -e '.[sweep]'")
 
@@ -30,12 +30,6 @@ def _states(study) -> dict[str, int]:
     for t in study.trials:
         out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
     return out
-
-
-def _one_line_error(proc: subprocess.CompletedProcess, expect: str) -> None:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("digits: error: ") and expect in lines[0], proc.stderr[-2000:]
 
 
 def _search(grid_dir: Path, sweep: Path, *more: str, lr: str = "choice(0.05,0.1)") -> list[str]:
@@ -118,7 +112,7 @@ def test_pruning_stops_hopeless_trials_and_they_are_never_the_best(tmp_path: Pat
     assert "pruned" not in summary[1]  # never the first row
     assert "pruned" in (sweep / "summary.md").read_text()
     proc = run_cli([str(sweep / pruned_runs[0])], cwd=tmp_path, module="digits.ensemble", check=False)
-    _one_line_error(proc, "is a pruned run, not a result")
+    one_line_error(proc, "is a pruned run, not a result")
 
 
 def test_a_storage_that_fails_is_one_line_before_any_trial(tmp_path: Path, grid_dir: Path) -> None:
@@ -128,7 +122,7 @@ def test_a_storage_that_fails_is_one_line_before_any_trial(tmp_path: Path, grid_
     sweep = tmp_path / "s"
     storage = f"hydra.sweeper.storage=postgresql://user:secret@127.0.0.1:{port}/db"
     proc = run_cli(_search(grid_dir, sweep, storage), cwd=tmp_path, check=False)
-    _one_line_error(proc, "cannot open the study 'digits' in postgresql://user:***@127.0.0.1")
+    one_line_error(proc, "cannot open the study 'digits' in postgresql://user:***@127.0.0.1")
     assert "secret" not in proc.stderr and not sweep.exists()
 
 
@@ -144,7 +138,7 @@ def test_another_search_under_a_studys_name_is_refused(tmp_path: Path, grid_dir:
         lr="choice(0.1,0.2)",
     )
     proc = run_cli(other, cwd=tmp_path, check=False)
-    _one_line_error(proc, "belongs to another search")
+    one_line_error(proc, "belongs to another search")
     assert len(_study(f"sqlite:///{db}").trials) == 1
 
 
@@ -237,7 +231,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path: Path, grid_dir: Pat
 
     wrong = postgres.replace("digits-pw", "nope")
     proc = run_cli(_search(grid_dir, tmp_path / "w2", f"hydra.sweeper.storage={wrong}"), cwd=tmp_path, check=False)
-    _one_line_error(proc, "cannot open the study")
+    one_line_error(proc, "cannot open the study")
 
 
 def test_the_dashboard_shows_a_finished_searchs_trials_in_a_real_browser(tmp_path: Path, grid_dir: Path) -> None:

@@ -168,3 +168,10 @@ def font_folder(root: Path, n_train: int = 3000, n_test: int = 400) -> Path:
     xt, yt = font_digits(n_test, seed=2)
     write_digits_csv(root / "test.csv", xt, yt)
     return root
+
+
+def one_line_error(proc: subprocess.CompletedProcess, expect: str) -> None:
+    """The CLI's promise for a user's mistake: exit status 2 and one line, `digits: error: ...`, saying `expect`."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("digits: error: ") and expect in lines[0], proc.stderr[-2000:]
