@@ -18,7 +18,7 @@ from digits.callbacks import SearchPruning, TailAverage
 from digits.data.datamodule import DigitsDataModule
 from digits.devices import auto_batch_size, auto_channels_last, auto_precision, keep_freed_buffers, on_gpu
 from digits.errors import UserError
-from digits.logger import hparams
+from digits.logger import build_loggers
 from digits.models.init import apply_init
 from digits.module import Classifier
 from digits.schema import plain_config, plain_name
@@ -73,11 +73,9 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
         config=plain_config(cfg),
         fingerprint=identity_,
     )
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    if logger:
-        logger.log_hyperparams(hparams(cfg))  # hparams.yaml holds them from the start; final metrics come at the end
+    loggers = build_loggers(cfg)  # an MLflow server that does not answer stops the run here, before anything is written
     cbs, extra = _callbacks(cfg, callbacks)
-    trainer = instantiate(cfg.trainer, callbacks=cbs, logger=logger, precision=precision, **extra)
+    trainer = instantiate(cfg.trainer, callbacks=cbs, logger=loggers or False, precision=precision, **extra)
     return dm, module, trainer
 
 

@@ -16,14 +16,25 @@ log = logging.getLogger("digits.train")
 
 
 class RunRecorder(Callback):
-    """Epoch wall times and validation accuracies (NaN for an epoch without validation), kept in checkpoints so a
-    resumed run continues the record, and one console/train.log line per epoch."""
+    """Each epoch's wall time and metrics (NaN where an epoch had no validation), kept in checkpoints so a resumed run
+    continues the record, and one console/train.log line per epoch. metrics.json holds this history, so every
+    logger's curves (TensorBoard, CSV, MLflow) can be held against the run's own record."""
+
+    SERIES = ("train_loss", "train_acc", "val_loss", "val_acc")
 
     def __init__(self) -> None:
         self.epoch_seconds: list[float] = []
-        self.val_acc: list[float] = []
+        self.series: dict[str, list[float]] = {k: [] for k in self.SERIES}
         self._start = 0.0
         self._validated = False
+
+    @property
+    def val_acc(self) -> list[float]:
+        return self.series["val_acc"]
+
+    def history(self) -> dict[str, list[float]]:
+        """Per-epoch lists of equal length: the epoch times and each metric as its logger received it."""
+        return {"epoch_seconds": list(self.epoch_seconds), **{k: list(v) for k, v in self.series.items()}}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -35,30 +46,39 @@ class RunRecorder(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._start
         self.epoch_seconds.append(seconds)
-        acc = trainer.callback_metrics.get("val/acc") if self._validated else None  # else last epoch's value
-        self.val_acc.append(float(acc) if acc is not None else float("nan"))
+        epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)  # the values the module logs after this hook
+        loss, acc = epoch_metrics() if epoch_metrics else (None, None)
+        self.series["train_loss"].append(float(loss) if loss is not None else float("nan"))
+        self.series["train_acc"].append(float(acc) if acc is not None else float("nan"))
+        for key in ("val_loss", "val_acc"):  # read once an epoch; else last epoch's value would be repeated
+            v = trainer.callback_metrics.get(key.replace("_", "/")) if self._validated else None
+            self.series[key].append(float(v) if v is not None else float("nan"))
         if trainer.is_global_zero:
-            log.info(self._line(trainer, pl_module, seconds))
+            log.info(self._line(trainer, seconds))
 
-    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, seconds: float) -> str:
+    def _line(self, trainer: L.Trainer, seconds: float) -> str:
         """So a run without a progress bar (a sweep, nohup) shows how it is going."""
-        epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
-        loss = float(epoch_metrics()[0]) if epoch_metrics else float("nan")
-        parts = [f"epoch {len(self.epoch_seconds)}/{trainer.max_epochs}", f"train loss {loss:.4f}"]
+        parts = [
+            f"epoch {len(self.epoch_seconds)}/{trainer.max_epochs}",
+            f"train loss {self.series['train_loss'][-1]:.4f}",
+        ]
         if self._validated:
-            val_loss = trainer.callback_metrics.get("val/loss")
+            val_loss = self.series["val_loss"][-1]
             best = max(a for a in self.val_acc if a == a)
-            parts += [f"val loss {float(val_loss):.4f}" if val_loss is not None else "val loss -"]
+            parts += [f"val loss {val_loss:.4f}" if val_loss == val_loss else "val loss -"]
             parts += [f"val acc {100 * self.val_acc[-1]:.2f}%", f"best {100 * best:.2f}%"]
         parts.append(f"{seconds:.1f} s")
         return "  ".join(parts)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch_seconds": list(self.epoch_seconds), "val_acc": list(self.val_acc)}
+        return {"epoch_seconds": list(self.epoch_seconds), **{k: list(v) for k, v in self.series.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.epoch_seconds = list(state_dict.get("epoch_seconds", []))
-        self.val_acc = list(state_dict.get("val_acc", []))
+        n = len(self.epoch_seconds)
+        for k in self.SERIES:  # a checkpoint from before a series was recorded: NaN for its epochs
+            kept = list(state_dict.get(k, []))[-n:] if n else []
+            self.series[k] = [float("nan")] * (n - len(kept)) + kept
 
 
 class TailAverage(Callback):

@@ -145,7 +145,8 @@ def _choices(o: Any) -> list[Any]:
             return list(o.sweep_string_iterator())
         except Exception:  # a range or an interval over a group: leave it to Hydra
             return []
-    return [o.value()]
+    value = o.value()
+    return list(value) if isinstance(value, list) else [value]  # logger=[tensorboard,mlflow]: several of a group
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

@@ -18,12 +18,12 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from digits import fingerprint
+from digits import logger as loggers
 from digits.build import build
 from digits.callbacks import RunRecorder, SearchPruning, SignalsAsInterrupts, TailAverage
 from digits.data.datamodule import DigitsDataModule
 from digits.errors import Interrupted, UserError
 from digits.evaluate import load_checkpoint, predict_splits, test_scores, val_accuracy
-from digits.logger import log_final
 from digits.module import Classifier
 from digits.runs import RunDir, RunRecord
 from digits.schema import identity, plain_config
@@ -46,21 +46,23 @@ def run(cfg: DictConfig, run_dir: RunDir, resume: bool = False) -> RunRecord | N
     elif trainer.is_global_zero:
         run_dir.write_fingerprint(module.fingerprint)
     run_dir.config.write_text(OmegaConf.to_yaml(plain_config(cfg)))
+    loggers.start(trainer, cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    got = _fit(trainer, module, dm, ckpt_path)
-    if got:
-        if trainer.is_global_zero:
-            name = signal.Signals(got[-1]).name
-            run_dir.write_record(
-                RunRecord.interrupted(
-                    identity(cfg, run_dir.overrides()), rec.val_acc, rec.epoch_seconds, name, run_dir.path
-                )
-            )
-        raise Interrupted(got[-1])
-    if not trainer.is_global_zero:
-        return None
-    return _finish(cfg, run_dir, dm, module, trainer, rec)
+    try:
+        got = _fit(trainer, module, dm, ckpt_path)
+        if not got:
+            return _finish(cfg, run_dir, dm, module, trainer, rec) if trainer.is_global_zero else None
+    except BaseException:
+        loggers.stop(trainer, "failed")
+        raise
+    loggers.stop(trainer, "interrupted")
+    if trainer.is_global_zero:
+        name = signal.Signals(got[-1]).name
+        run_dir.write_record(
+            RunRecord.interrupted(identity(cfg, run_dir.overrides()), rec.history(), name, run_dir.path)
+        )
+    raise Interrupted(got[-1])
 
 
 def _fit(trainer: L.Trainer, module: Classifier, dm: DigitsDataModule, ckpt_path: str | None) -> list[int]:
@@ -92,7 +94,7 @@ def _finish(
     if tested == "average":
         record.val_acc_average = val_accuracy(dm, module.net, precision)
     run_dir.write_record(record)
-    log_final(trainer, cfg, record, preds)
+    loggers.finish(trainer, cfg, run_dir, record, preds)
     log.info("%s -> %s", record.summary_line(), run_dir.metrics)
     return record
 
@@ -139,9 +141,7 @@ def _record(
     tested: str,
 ) -> RunRecord:
     assert dm.train is not None and dm.val is not None
-    record = RunRecord.from_progress(
-        _status(trainer), identity(cfg, run_dir.overrides()), rec.val_acc, rec.epoch_seconds
-    )
+    record = RunRecord.from_progress(_status(trainer), identity(cfg, run_dir.overrides()), rec.history())
     record.test_acc, record.test_loss = test_scores(preds)
     record.train_loss_last, record.val_loss_last = _metric(trainer, "train/loss"), _metric(trainer, "val/loss")
     record.data = dm.describe()

@@ -1,8 +1,9 @@
 """Figures: learning curves of many runs on shared axes, a confusion matrix, a grid of misclassified digits.
 
-The curves come from the runs' TensorBoard event files: the one record of every scalar, read back here rather than
-kept twice. Figures are built with matplotlib's object API (no pyplot): no global backend to choose, nothing to close,
-and they still display inline in a notebook.
+The curves come from each run's metrics.json, which holds every epoch's metrics whichever loggers ran (and, for a
+run still training or one recorded before metrics.json kept them, from its TensorBoard event files). Figures are
+built with matplotlib's object API (no pyplot): no global backend to choose, nothing to close, and they still display
+inline in a notebook.
 """
 
 from __future__ import annotations
@@ -20,11 +21,21 @@ CURVE_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 def read_curves(run_dir: str | Path) -> pd.DataFrame:
-    """Per-epoch scalars of one run (columns: epoch (1-based), train/loss, ...), from its event files.
+    """Per-epoch scalars of one run (columns: epoch (1-based), train/loss, ...): metrics.json's per-epoch lists, or
+    the event files where it has none (scalars are written at step = epoch; in a resumed run's several event files
+    the last value written for an epoch wins)."""
+    from digits.runs import read_metrics
 
-    Scalars are written at step = epoch. A resumed run has several event files: the last value written for an
-    epoch wins.
-    """
+    record = read_metrics(run_dir) or {}
+    if record.get("train_loss"):
+        table = {tag: record.get(tag.replace("/", "_")) or [] for tag in CURVE_TAGS}
+        frame = pd.DataFrame({t: pd.Series(v, dtype="float64") for t, v in table.items() if len(v)})
+        frame.insert(0, "epoch", range(1, len(frame) + 1))
+        return frame
+    return _event_curves(run_dir)
+
+
+def _event_curves(run_dir: str | Path) -> pd.DataFrame:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})

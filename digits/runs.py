@@ -108,6 +108,9 @@ class RunRecord:
     train_seconds: float = 0.0
     epoch_seconds: list[float] = field(default_factory=list)
     val_acc: list[float | None] = field(default_factory=list)  # per epoch; null where no validation ran
+    val_loss: list[float | None] = field(default_factory=list)  # per epoch, as the loggers received them
+    train_loss: list[float | None] = field(default_factory=list)
+    train_acc: list[float | None] = field(default_factory=list)
     model: str | None = None
     optim: str | None = None
     lr: float | None = None
@@ -128,12 +131,14 @@ class RunRecord:
     error: str | None = None
 
     @classmethod
-    def from_progress(
-        cls, status: str, identity: dict[str, Any], val_acc: list[float], seconds: list[float]
-    ) -> RunRecord:
-        """A record of the epochs done so far; finished runs then add their test results."""
+    def from_progress(cls, status: str, identity: dict[str, Any], history: dict[str, list[float]]) -> RunRecord:
+        """A record of the epochs done so far (RunRecorder.history()); finished runs then add their test results."""
+        val_acc, seconds = history["val_acc"], history["epoch_seconds"]
         accs = [a for a in val_acc if a == a]  # NaN: an epoch without validation
         best = max(accs) if accs else None
+        series = {
+            k: [a if a == a else None for a in history.get(k, [])] for k in ("val_loss", "train_loss", "train_acc")
+        }
         return cls(
             status=status,
             epochs=len(seconds),
@@ -142,14 +147,15 @@ class RunRecord:
             train_seconds=round(float(sum(seconds)), 3),
             epoch_seconds=[round(s, 4) for s in seconds],
             val_acc=[a if a == a else None for a in val_acc],
+            **series,
             **identity,
         )
 
     @classmethod
     def interrupted(
-        cls, identity: dict[str, Any], val_acc: list[float], seconds: list[float], signal: str, run_dir: Path
+        cls, identity: dict[str, Any], history: dict[str, list[float]], signal: str, run_dir: Path
     ) -> RunRecord:
-        record = cls.from_progress("interrupted", identity, val_acc, seconds)
+        record = cls.from_progress("interrupted", identity, history)
         record.signal, record.resume = signal, resume_command(run_dir)
         return record
 
@@ -241,6 +247,13 @@ class RunDir:
     @property
     def sweep_file(self) -> Path:
         return self.path / "sweep.json"
+
+    CSV_DIR = "csv"  # logger=csv writes csv/metrics.csv and csv/hparams.yaml
+
+    @property
+    def mlflow_file(self) -> Path:
+        """logger=mlflow: the tracking URI and MLflow run id of this run dir, so a resume continues that run."""
+        return self.path / "mlflow.json"
 
     @property
     def fingerprint_file(self) -> Path:

@@ -89,7 +89,7 @@ class TrainConf:
     data: Any = rule(None, required=True)
     trainer: Any = rule(None, required=True)
     callbacks: Any = rule(None, required=True)
-    logger: Any = None
+    logger: LoggerConf = field(default_factory=lambda: LoggerConf())  # defined with the loggers below
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -278,13 +278,41 @@ class CallbacksConf:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# --- loggers: each writes where the run dir says; several at once with logger=many or logger=[tensorboard,mlflow] ---
+OUTPUT_DIR = "${paths.output_dir}"
+
+
 @dataclass
 class TensorBoardConf:
     _target_: str = target("digits.logger.EpochTensorBoardLogger")
-    save_dir: str = rule("${paths.output_dir}", fixed="${paths.output_dir}", what="event files live in the run dir")
-    name: str = rule("", empty_ok=True)
-    version: str = rule("", empty_ok=True)
+    save_dir: str = rule(OUTPUT_DIR, fixed=OUTPUT_DIR, what="event files live in the run dir")
+    name: str = rule("", choices=[""], empty_ok=True, what="event files directly in the run dir")
+    version: str = rule("", choices=[""], empty_ok=True, what="event files directly in the run dir")
     default_hp_metric: bool = False
+
+
+@dataclass
+class CSVConf:
+    _target_: str = target("digits.logger.EpochCSVLogger")
+    save_dir: str = rule(OUTPUT_DIR, fixed=OUTPUT_DIR, what="csv/metrics.csv lives in the run dir")
+
+
+@dataclass
+class MLflowConf:
+    _target_: str = target("digits.logger.EpochMLFlowLogger")
+    run_dir: str = rule(OUTPUT_DIR, fixed=OUTPUT_DIR, what="one MLflow run per run dir, named after it")
+    tracking_uri: str | None = rule(None, what="an MLflow tracking URI; null: sqlite:///outputs/mlflow.db")
+    experiment_name: str | None = rule(None, what="null: the experiment config's name, else the sweep dir's")
+    tags: dict[str, str] = field(default_factory=dict)
+    log_checkpoint: bool = False
+    log_onnx: bool = False
+
+
+@dataclass
+class LoggerConf:
+    tensorboard: TensorBoardConf | None = None
+    csv: CSVConf | None = None
+    mlflow: MLflowConf | None = None
 
 
 # --- the search sweeper (hydra/sweeper=search, digits/search.py) ---------------------------------------------------
@@ -344,7 +372,6 @@ def register() -> None:
     cs.store(group="schema/scheduler", name="cosine", node=CosineConf)
     cs.store(group="schema/trainer", name="default", node=TrainerConf)
     cs.store(group="schema/callbacks", name="default", node=CallbacksConf)
-    cs.store(group="schema/logger", name="tensorboard", node=TensorBoardConf)
     cs.store(group="schema", name="search", node=SearchConf)
 
 

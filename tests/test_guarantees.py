@@ -58,7 +58,9 @@ GROUP_SCHEMAS = {
     "callbacks.model_checkpoint.": schema.BestCheckpointConf,
     "callbacks.last_checkpoint.": schema.LastCheckpointConf,
     "callbacks.progress_bar.": schema.ProgressBarConf,
-    "logger.": schema.TensorBoardConf,
+    "logger.tensorboard.": schema.TensorBoardConf,
+    "logger.csv.": schema.CSVConf,
+    "logger.mlflow.": schema.MLflowConf,
     "paths.": schema.PathsConf,
 }
 LEAVES = [
@@ -69,6 +71,13 @@ LEAVES = [
         prefix == "" and f.name in ("model", "optim", "scheduler", "data", "trainer", "callbacks", "logger", "paths")
     )
 ]
+
+
+def _group_of(key: str) -> list[str]:
+    """The choice that puts a key in the config: the loggers besides TensorBoard are chosen, not default."""
+    return ["logger=many"] if key.startswith(("logger.csv.", "logger.mlflow.")) else []
+
+
 REQUIRED = [k for k, f in LEAVES if f.metadata.get("required")] + ["model", "optim", "data", "trainer", "callbacks"]
 
 values = st.one_of(
@@ -90,7 +99,7 @@ def test_any_value_of_any_key_is_accepted_only_if_the_resolved_config_holds_ever
     key, _ = leaf
     try:
         with Composer() as composer:
-            composer.compose([f"{key}={value}"])
+            composer.compose([*_group_of(key), f"{key}={value}"])
             plain = composer.plain
     except UserError:
         return
@@ -110,7 +119,7 @@ def test_an_interpolated_value_is_checked_after_it_resolves(
     monkeypatch.delenv("DIGITS_PROBE_UNSET", raising=False)
     try:
         with Composer() as composer:
-            composer.compose([f"{leaf}=${{oc.env:DIGITS_PROBE_{var}}}"])
+            composer.compose([*_group_of(leaf), f"{leaf}=${{oc.env:DIGITS_PROBE_{var}}}"])
     except UserError as e:
         assert leaf in str(e) or var == "SET", str(e)
         return
@@ -123,7 +132,7 @@ def test_a_key_the_schema_lacks_is_refused_wherever_it_is_added(in_tmp: Path, na
     kind = GROUP_SCHEMAS[where]
     assume(name not in {f.name for f in dataclasses.fields(kind)})
     with pytest.raises(UserError, match=f"unknown key {where}{name}"), Composer() as composer:
-        composer.compose([f"+{where}{name}=1"])
+        composer.compose([*_group_of(where), f"+{where}{name}=1"])
 
 
 @pytest.mark.parametrize("key", sorted(set(REQUIRED) | {"lr", "seed", "paths", "data.dir", "trainer.max_epochs"}))
@@ -167,7 +176,9 @@ def test_the_dir_claimed_is_the_resolved_dir(in_tmp: Path, monkeypatch: pytest.M
         (["callbacks.model_checkpoint=null"], "final_weights=best needs callbacks.model_checkpoint"),
         (["optim.lr=0.5"], "optim.lr cannot be set"),
         (["paths.output_dir=/tmp/x"], "paths.output_dir cannot be set"),
-        (["logger.save_dir=/tmp/x"], "logger.save_dir cannot be set"),
+        (["logger.tensorboard.save_dir=/tmp/x"], "logger.tensorboard.save_dir cannot be set"),
+        (["logger=csv", "logger.csv.save_dir=/tmp/x"], "logger.csv.save_dir cannot be set"),
+        (["logger=mlflow", "logger.mlflow.run_dir=/tmp/x"], "logger.mlflow.run_dir cannot be set"),
         (["trainer.devices=0"], "must be auto, a count >= 1"),
         (["trainer.accelerator=cpu", "trainer.devices=[0,1]"], "needs GPUs"),
         (["trainer.max_time=abc"], "must be DD:HH:MM:SS"),
