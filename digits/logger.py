@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from digits import plots
+from digits import fingerprint, plots
 from digits.errors import UserError
 from digits.runs import RunDir, RunRecord, write_json_atomic
 from digits.schema import choice, plain_config, plain_name
@@ -279,25 +279,20 @@ def git_commit() -> str:
         return "unknown"
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
-    """The resolved config as MLflow parameters: `optim.weight_decay` -> `0.0005`; lists stay one value."""
-    if isinstance(tree, dict):
-        out: dict[str, str] = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: "null" if tree is None else str(tree)}
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a local SQLite tracking URI, else None."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """Parallel jobs (hydra/launcher=joblib) sharing one SQLite store: one of them creates its tables at a time."""
-    if not uri.startswith("sqlite:///"):
+    db = _sqlite_file(uri)
+    if db is None:
         yield
         return
     import fcntl
 
-    db = Path(uri[len("sqlite:///") :])
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(db.with_name(f".{db.name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
@@ -358,9 +353,8 @@ class EpochMLFlowLogger(MLFlowLogger):
         check_server(tracking_uri)
         self.run_dir = RunDir(run_dir)
         stored = self._stored(tracking_uri)
-        artifacts = None
-        if tracking_uri.startswith("sqlite:///"):  # local: the artifacts beside the database, not in ./mlruns
-            artifacts = (Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts").absolute().as_uri()
+        db = _sqlite_file(tracking_uri)  # local: the artifacts beside the database, not in ./mlruns
+        artifacts = (db.parent / "mlartifacts").absolute().as_uri() if db is not None else None
         with _store_lock(tracking_uri):  # a new SQLite store gets its tables here: one process at a time
             super().__init__(
                 experiment_name=experiment_name,
@@ -370,7 +364,7 @@ class EpochMLFlowLogger(MLFlowLogger):
                 artifact_location=artifacts,
                 run_id=stored,
             )
-            if tracking_uri.startswith("sqlite:///"):
+            if db is not None:
                 self._mlflow_client.search_experiments(max_results=1)
         self.log_checkpoint, self.log_onnx = log_checkpoint, log_onnx
         self._lost: str | None = None
@@ -399,7 +393,8 @@ class EpochMLFlowLogger(MLFlowLogger):
                 client, run_id = self.experiment, self.run_id
                 assert run_id is not None
                 have = client.get_run(run_id).data.params if resumed else {}
-                params = [Param(k, v) for k, v in flatten(plain_config(cfg)).items() if k not in have]
+                flat = fingerprint.flatten(plain_config(cfg))  # lists stay one value
+                params = [Param(k, "null" if v is None else str(v)) for k, v in flat.items() if k not in have]
                 tags = {"status": "running", "precision": str(cfg.trainer.precision), "git_commit": git_commit()}
                 tags.update({"digits.sweep_dir": str(Path(cfg.paths.output_dir).absolute().parent)} if _swept() else {})
                 for i in range(0, len(params), 100):
@@ -483,7 +478,9 @@ class EpochMLFlowLogger(MLFlowLogger):
         for f in (run_dir.config, run_dir.metrics):
             client.log_artifact(run_id, str(f))
         with tempfile.TemporaryDirectory() as tmp:
-            for fig_file in _figures(run_dir, preds, Path(tmp)):
+            from digits.report import draw_run  # the figures `digits.report` draws, not into the run dir
+
+            for fig_file in draw_run(run_dir.path, Path(tmp)):
                 client.log_artifact(run_id, str(fig_file), "figures")
             if self.log_onnx:
                 client.log_artifact(run_id, str(_onnx(run_dir, Path(tmp))))
@@ -499,20 +496,6 @@ def _swept() -> bool:
         return HydraConfig.get().mode == RunMode.MULTIRUN
     except ValueError:
         return False
-
-
-def _figures(run_dir: RunDir, preds: dict[str, Any], out: Path) -> list[Path]:
-    """The figures `digits.report` draws for a run, drawn into a temporary folder (the run dir is left as it is)."""
-    written = []
-    curves = plots.read_curves(run_dir.path)
-    if len(curves):
-        written.append(plots.save(plots.curves_figure({run_dir.path.name: curves}), out / "curves.png"))
-    split, probs, labels = plots.labelled_split(preds)
-    if probs is not None and labels is not None:
-        written.append(plots.save(plots.confusion_figure(probs, labels, split), out / "confusion.png"))
-        fig = plots.mistakes_figure(probs, labels, preds["mistake_index"], preds["mistake_images"])
-        written.append(plots.save(fig, out / "misclassified.png"))
-    return written
 
 
 def _onnx(run_dir: RunDir, out: Path) -> Path:
