@@ -123,16 +123,17 @@ def project(batches: int, args: argparse.Namespace, device: torch.device, out_di
         "peak_mb": peak_memory_mb(device),
         "dm": dm,
         "setup": setup,
+        "precision": str(trainer.precision),
     }
 
 
-def test_accuracy(net: torch.nn.Module, dm, device: torch.device) -> float | None:
+def test_accuracy(net: torch.nn.Module, dm, device: torch.device, precision: str) -> float | None:
     from digits.evaluate import predict_probs
 
     if dm.test is None or dm.test.labels is None:
         return None
     net.to(device)
-    probs = predict_probs(net, dm.test.images.to(device))
+    probs = predict_probs(net, dm.test.images.to(device), precision=precision)  # each loop's own precision
     return float((probs.argmax(1) == dm.test.labels.cpu()).float().mean())
 
 
@@ -185,9 +186,9 @@ def main() -> None:
         )
         results = {}
         results["a"] = baseline(dm, batches, args, device)
-        results["a"]["acc"] = test_accuracy(results["a"]["net"], dm, device)
+        results["a"]["acc"] = test_accuracy(results["a"]["net"], dm, device, "32-true")
         results["b"] = project(batches, args, device, Path(tmp))
-        results["b"]["acc"] = test_accuracy(results["b"]["net"], results["b"]["dm"], device)
+        results["b"]["acc"] = test_accuracy(results["b"]["net"], results["b"]["dm"], device, results["b"]["precision"])
 
     chosen = " ".join(args.override) or "defaults"  # the settings (b) ran with, then what they resolved to
     names = {"a": "plain PyTorch loop (DataLoader, fp32)", "b": f"digits trainer ({chosen}: {results['b']['setup']})"}

@@ -60,6 +60,7 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
     net = apply_init(models.build(cfg.model), plain_name(cfg.init))
     precision = auto_precision(cfg.trainer)
     cfg.trainer.precision = precision  # in place: checkpoints then tell every tool the precision to evaluate in
+    cfg.channels_last = auto_channels_last(cfg, net, precision)  # in place too: the memory format tools evaluate in
     keep_freed_buffers(cfg.trainer)
     module = Classifier(
         net,
@@ -68,7 +69,7 @@ def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDat
         l1=cfg.l1,
         label_smoothing=cfg.label_smoothing,
         seed=cfg.seed,
-        channels_last=auto_channels_last(cfg, net, precision),
+        channels_last=cfg.channels_last,
         compile=cfg.compile,
         config=plain_config(cfg),
         fingerprint=identity_,

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from digits import schema
+from digits import extras, schema
 from digits.errors import UserError
 from digits.runs import RunDir, unique_dir, write_json_atomic
 
@@ -182,8 +182,9 @@ class Composer:
         try:
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException, ValueError) as e:
-            raise UserError(self._explain(e, overrides)) from None
+            raise UserError(extras.explain_missing_config(str(e)) or self._explain(e, overrides)) from None
         self.plain = schema.validate(cfg)
+        extras.check_config(cfg)  # a launcher, sweeper or logger whose package is missing: before anything is written
         return cfg
 
     def _explain(self, e: BaseException, overrides: list[str]) -> str:
@@ -314,6 +315,7 @@ def _sweep_jobs(args: list[str], cfg: DictConfig, composer: Composer) -> list[di
 
     jobs = _job_overrides(args, cfg)
     if not jobs and not str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        _check_search_space(args, cfg, composer)
         space = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
         return [{"overrides": ["<search>"], "id": fingerprint.digest([fingerprint.trajectory(composer.plain), space])}]
     hydra_args = [a for a in args if not a.startswith("-") and a.lstrip("+~").startswith("hydra")]
@@ -331,6 +333,31 @@ def _sweep_jobs(args: list[str], cfg: DictConfig, composer: Composer) -> list[di
             )
         seen[job["id"]] = i
     return out
+
+
+def _check_search_space(args: list[str], cfg: DictConfig, composer: Composer) -> None:
+    """Compose a job at every bound and choice of a search's space, through the same schema as every run: a value
+    no trial could run with is one line now, before the first trial, naming the range it came from."""
+    from digits import search
+
+    params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=True)
+    given = [a for a in args if not a.startswith("-")]
+    base = []
+    for arg, o in zip(given, parse(given)):
+        name = o.key_or_group.lstrip("+~")
+        if name.startswith("hydra.sweeper.params."):  # Hydra parses a range as a sweep: the space, not a job's value
+            params[name[len("hydra.sweeper.params.") :]] = arg.split("=", 1)[1]  # type: ignore[index]
+        elif not o.is_sweep_override():
+            base.append(arg)
+    for key, values in search.candidates(params).items():  # type: ignore[arg-type]
+        for value in values:
+            try:
+                composer.compose([*base, f"{key}={value}"])
+            except UserError as e:
+                raise UserError(
+                    f"hydra.sweeper.params.{key}={params[key]}: a trial at {value} would fail: {e.what}"
+                ) from None
+    composer.compose(base)  # leave the composer's plain config the base one
 
 
 def _varied(jobs: list[dict[str, Any]], i: int) -> str:

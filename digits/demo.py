@@ -8,7 +8,6 @@ the model actually saw. Needs the `demo` extra: pip install -e ".[demo]". Runs o
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from digits import extras
 from digits.errors import ArgumentParser, UserError, cli
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
@@ -47,7 +47,7 @@ class Reader:
         seen = mnist_style(image)
         if not seen.any():
             return {}, seen
-        probs = predict_probs(self.net, torch.from_numpy(seen)[None, None], 1, self.precision)[0].numpy()
+        probs = predict_probs(self.net, torch.from_numpy(seen)[None, None], 1, precision=self.precision)[0].numpy()
         return {str(d): float(p) for d, p in enumerate(probs)}, _enlarge(seen)
 
 
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let other machines open it")
     parser.add_argument("--port", type=port, default=7860)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if importlib.util.find_spec("gradio") is None:
-        raise UserError('the demo needs Gradio: pip install -e ".[demo]" (or pip install gradio)')
+    extras.require(("gradio",), "the demo")
     _check_port(args.host, args.port)
     reader = Reader(args.run_dir)
     print(f"digits demo: http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)

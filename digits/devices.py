@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import torch
@@ -29,7 +30,14 @@ def auto_precision(trainer_cfg: DictConfig) -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX, the instructions that do bf16 matrix products in hardware (torch's own checks)."""
+    """AVX512-BF16 or AMX, the instructions that do bf16 matrix products in hardware (torch's own checks).
+
+    DIGITS_CPU_BF16=1 or 0 overrides the answer, so that the default of the other kind of CPU can be exercised on
+    this one (CI runs the tests that recompute a run's numbers under both); an explicit trainer.precision wins
+    over either."""
+    forced = os.environ.get("DIGITS_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 

@@ -86,7 +86,7 @@ def validation_probs(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
         raise UserError("has no validation split (trained with data.val_fraction=0); --select needs one", run_dir)
     images, labels = dm.val.images.numpy(), dm.val.labels.numpy()
     fingerprint = hashlib.sha1(images.tobytes() + labels.astype(np.int64).tobytes()).hexdigest()
-    probs = predict_probs(net, dm.val.images, dm.eval_batch_size, precision_of(cfg))
+    probs = predict_probs(net, dm.val.images, dm.eval_batch_size, precision=precision_of(cfg))
     return probs.numpy().astype(np.float64), labels, fingerprint
 
 

@@ -22,12 +22,13 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def predict_probs(
-    net: nn.Module, images: torch.Tensor, batch_size: int = 1000, precision: str | None = None
+    net: nn.Module, images: torch.Tensor, batch_size: int = 1000, *, precision: str | None
 ) -> torch.Tensor:
     """Softmax probabilities [N, 10] (float32, on the CPU) for uint8 images [N, 1, 28, 28] on the net's device.
 
-    `precision` is the run's (precision_of): a bf16 run is evaluated under bf16 autocast on any device, as its
-    validation epochs were, so every number a run records and every tool's recomputation of it agree."""
+    `precision` is the run's (precision_of), and a caller must say it: a bf16 run is evaluated under bf16 autocast
+    on any device, as its validation epochs were, so every number a run records and every tool's recomputation of
+    it agree. The memory format is the net's own (net_from_checkpoint gives back the run's)."""
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -93,19 +94,44 @@ def net_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"weights do not fit the stored model config ({str(e).splitlines()[0]})", path) from None
+    if channels_last_of(cfg, net):
+        # The run's memory format, as its test predictions were made: in bf16 the kernels of the two formats round
+        # differently, so a contiguous copy of a channels_last run reads a few softmax values 1e-3 apart.
+        net.to(memory_format=torch.channels_last)
     return net.eval(), cfg
+
+
+def channels_last_of(cfg: dict[str, Any], net: nn.Module) -> bool:
+    """The memory format a run trained and evaluated in: the resolved value its checkpoint stores, or, for a run
+    from before checkpoints stored it, the CPU policy of digits.devices (those runs trained on CPUs)."""
+    value = (cfg or {}).get("channels_last")
+    if value is None:
+        return bool(getattr(net, "channels_last_on_cpu", False))
+    return bool(value)
 
 
 def tested_checkpoint(run_dir: str | Path) -> Path:
     """The checkpoint file a run was tested with, as its record names it: every tool uses exactly that file. Runs
     from before records named it: best.ckpt, last.ckpt for a run that kept its last weights, average.ckpt for one
     that averaged them."""
-    from digits.runs import RunDir
+    from digits.runs import RESULT_STATUSES, RunDir
 
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise UserError("no such run dir", run.path)
-    record = run.read_record() or {}
+    record = run.read_record()
+    if record is None:
+        from digits.runs import job_dirs
+
+        jobs = job_dirs(run.path)
+        if jobs or run.kind() == "sweep":
+            shown = ", ".join(j.name for j in jobs[:3]) + (", ..." if len(jobs) > 3 else "")
+            raise UserError(f"is a sweep dir, not a run; name one of its {len(jobs)} jobs ({shown})", run.path)
+        raise UserError("has no metrics.json: not a training run, or one that was killed before it began", run.path)
+    status = record.get("status")
+    if status not in RESULT_STATUSES:
+        how = f"; continue it with: {record['resume']}" if record.get("resume") else ""
+        raise UserError(f"is a run that did not finish (status {status}): its weights were never tested{how}", run.path)
     named = record.get("tested_checkpoint")
     if isinstance(named, str):
         path = run.path / named
@@ -136,10 +162,10 @@ def predict_splits(dm: DigitsDataModule, net: nn.Module, precision: str | None =
     net.to(dm.train.images.device)
     out: dict[str, np.ndarray] = {}
     if not dm.test_labelled and len(dm.val):
-        out["val_probs"] = predict_probs(net, dm.val.images, dm.eval_batch_size, precision).numpy()
+        out["val_probs"] = predict_probs(net, dm.val.images, dm.eval_batch_size, precision=precision).numpy()
         out["val_labels"] = dm.val.labels.cpu().numpy()  # type: ignore[union-attr]
     if dm.test is not None:
-        out["test_probs"] = predict_probs(net, dm.test.images, dm.eval_batch_size, precision).numpy()
+        out["test_probs"] = predict_probs(net, dm.test.images, dm.eval_batch_size, precision=precision).numpy()
         out["test_fingerprint"] = np.array(hashlib.sha1(dm.test.images.cpu().numpy().tobytes()).hexdigest())
         if dm.test.labels is not None:
             out["test_labels"] = dm.test.labels.cpu().numpy()
@@ -155,7 +181,7 @@ def val_accuracy(dm: DigitsDataModule, net: nn.Module, precision: str | None = N
     """Accuracy on the validation split of weights that no epoch validated (the averaged ones); None without one."""
     if dm.val is None or not len(dm.val) or dm.val.labels is None:
         return None
-    probs = predict_probs(net, dm.val.images, dm.eval_batch_size, precision)
+    probs = predict_probs(net, dm.val.images, dm.eval_batch_size, precision=precision)
     return float((probs.argmax(1) == dm.val.labels.cpu()).float().mean())
 
 

@@ -9,14 +9,13 @@ printed. Needs the `export` extra: pip install -e ".[export]" (onnx, onnxscript,
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from digits import runs
+from digits import extras, runs
 from digits.data.batches import MEAN, STD
 from digits.errors import ArgumentParser, UserError, cli
 
@@ -38,11 +37,7 @@ class Deployable(nn.Module):
 
 
 def _check_extra() -> None:
-    missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(
-            f'ONNX export needs {", ".join(missing)}: pip install -e ".[export]" (or pip install {" ".join(missing)})'
-        )
+    extras.require(NEEDS, "ONNX export")
 
 
 def validation_images(cfg: dict, fingerprint: dict | None = None) -> torch.Tensor:

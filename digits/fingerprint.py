@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from digits.cache import mnist_root
 from digits.errors import UserError
 
 # Keys that cannot change the weights: where things are written, how progress is shown, how evaluation is batched,
@@ -90,7 +91,7 @@ def data_identity(data_dir: str | Path) -> dict[str, dict[str, str]]:
 def data_dir_of(plain: dict[str, Any]) -> Path:
     """The folder a resolved config reads: data.dir, or the embedded MNIST's root when it is null."""
     data = plain.get("data") or {}
-    return Path(data.get("dir") or data.get("root") or "data/mnist")
+    return Path(data.get("dir") or data.get("root") or mnist_root())
 
 
 def of_run(plain: dict[str, Any], data_dir: str | Path | None) -> dict[str, Any]:

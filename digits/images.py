@@ -42,7 +42,12 @@ def load(path: str | Path) -> Image.Image:
             return ImageOps.exif_transpose(frame) or frame
     except FileNotFoundError:
         raise UserError("no such file", path) from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:  # Pillow's guard against a small file that decodes to gigabytes
+        raise UserError(
+            f"is too large to read (more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels); scale it down first",
+            path,
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(f"is not an image Pillow can read ({type(e).__name__})", path) from None
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from digits.errors import UserError
 from digits.seeding import DROPOUT, stream_seed
 
 NUM_CLASSES = 10
@@ -144,7 +145,13 @@ class Classifier(L.LightningModule):
         func = getattr(self.scheduler_factory, "func", self.scheduler_factory)
         params = inspect.signature(func).parameters
         extra = {k: v for k, v in (("total_steps", steps + 1), ("T_max", steps)) if k in params}
-        sched = self.scheduler_factory(optimizer=opt, **extra)
+        try:
+            sched = self.scheduler_factory(optimizer=opt, **extra)
+        except (ZeroDivisionError, ValueError) as e:  # OneCycleLR divides by its warm-up's length, 0 for some counts
+            raise UserError(
+                f"the scheduler cannot run over {steps} optimizer steps ({type(e).__name__}: {e}); train more "
+                "batches or epochs, or change scheduler.pct_start"
+            ) from None
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --- checkpoints hold plain values only -------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def run(cfg: DictConfig, run_dir: RunDir, resume: bool = False) -> RunRecord | N
     ckpt_path = str(run_dir.last_checkpoint) if resume and run_dir.last_checkpoint.is_file() else None
     rec = RunRecorder()
     dm, module, trainer = build(cfg, callbacks=[rec])
+    log.info("run dir: %s", run_dir.path)  # once the data and the config have passed: a refused run names no dir
     assert module.fingerprint is not None
     stored = run_dir.read_fingerprint()
     if resume and stored is not None:
@@ -146,6 +147,7 @@ def _record(
     record.train_loss_last, record.val_loss_last = _metric(trainer, "train/loss"), _metric(trainer, "val/loss")
     record.data = dm.describe()
     record.device, record.precision = str(dm.train.images.device), str(trainer.precision)
+    record.threads = torch.get_num_threads()
     best = _best_checkpoint(trainer)
     # Both sides resolved: Lightning resolves the checkpoint's path, and a run dir reached through a symlink (an
     # outputs/ that links elsewhere) would otherwise not contain it.

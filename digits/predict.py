@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def predict(net, batch: Batch, batch_size: int = 256, precision: str | None = No
 
     from digits.evaluate import predict_probs
 
-    return predict_probs(net, torch.from_numpy(batch.images).unsqueeze(1), batch_size, precision).numpy()
+    return predict_probs(net, torch.from_numpy(batch.images).unsqueeze(1), batch_size, precision=precision).numpy()
 
 
 def table(batch: Batch, probs: np.ndarray):  # -> pd.DataFrame
@@ -115,11 +116,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished training run (outputs/<date>/<time>)")
     parser.add_argument("inputs", nargs="+", type=Path, help="image files, folders of images, digit CSVs")
     parser.add_argument(
-        "--out", type=Path, default=None, help="a new CSV file (default: ./predictions.csv, or _1, _2, ... if taken)"
+        "--out",
+        type=Path,
+        default=None,
+        help="a new CSV file (default: outputs/predictions/<date>/<time>.csv, like every command's outputs)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=256)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    out = args.out if args.out is not None else runs.free_name(Path("predictions.csv"))
+    out = args.out if args.out is not None else default_out()
     if out.exists():
         raise UserError("already exists; choose another --out (digits never replaces a file)", out)
     from digits.evaluate import net_from_checkpoint, precision_of, tested_checkpoint
@@ -132,10 +136,19 @@ def main(argv: list[str] | None = None) -> None:
     if len(batch.names):
         frame = table(batch, predict(net, batch, args.batch_size, precision_of(cfg)))
         _print(frame)
+        if args.out is None:
+            out.parent.mkdir(parents=True, exist_ok=True)
         runs.write_new_file(out, lambda tmp: frame.to_csv(tmp, index=False))
         print(f"{len(frame)} predictions -> {out}")
     if errors:
         sys.exit(2)
+
+
+def default_out() -> Path:
+    """outputs/predictions/<date>/<time>.csv under the working directory, where train writes its runs: never the
+    working directory itself (in a checkout, an untracked file among the sources). _1, _2, ... if taken."""
+    now = datetime.now()
+    return runs.free_name(Path("outputs") / "predictions" / now.strftime("%Y-%m-%d") / f"{now:%H-%M-%S}.csv")
 
 
 def _print(frame) -> None:  # frame: pd.DataFrame

@@ -20,6 +20,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from digits.cache import data_home
 from digits.errors import UserError
 
 SEED_MAX = 2**32 - 1  # Lightning's seed_everything (and numpy's legacy seeding) accept 0 .. 2**32 - 1
@@ -360,6 +361,7 @@ def register() -> None:
     """Put the schemas in Hydra's ConfigStore and our resolvers in OmegaConf (idempotent; done on import)."""
     OmegaConf.register_new_resolver("digits_job_dir", job_dir_name, replace=True)
     OmegaConf.register_new_resolver("digits_slurm_gpus", slurm_gpus, replace=True)
+    OmegaConf.register_new_resolver("digits_data_home", data_home, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=TrainConf)
     cs.store(group="schema/data", name="default", node=DataConf)

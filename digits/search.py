@@ -74,6 +74,50 @@ def distributions(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
     return space, fixed
 
 
+def candidates(params: dict[str, str]) -> dict[str, list[Any]]:
+    """Every value of the space that a trial can be given at a bound: each choice, each interval's two ends (Optuna's
+    bounds include them), a range's first and last step. A space whose bounds all pass the schema of the keys they
+    set can only propose configs that pass it (each key's limits are intervals); checked before the first trial,
+    where a failure would otherwise show only when a trial draws it, and every trial of a space outside the limits
+    would fail."""
+    out: dict[str, list[Any]] = {}
+    parser = OverridesParser.create()
+    for key, value in (params or {}).items():
+        if not isinstance(value, str):
+            raise UserError(
+                f"hydra.sweeper.params.{key}: a search's space is keyed by the whole dotted name; write it as "
+                f"hydra.sweeper.params='{{{key}.KEY: interval(LOW, HIGH)}}' or in an experiment file"
+            )
+        try:
+            v = parser.parse_override(f"{key}={value}").value()
+        except Exception as e:
+            raise UserError(f"hydra.sweeper.params.{key}={value}: not a search range ({_one_line(e)})") from None
+        log_scale = "log" in getattr(v, "tags", set())
+        if isinstance(v, ChoiceSweep):
+            out[key] = list(v.list)
+        elif isinstance(v, IntervalSweep):
+            if v.start > v.end or (log_scale and v.start <= 0):
+                why = "a log interval needs a low bound above 0" if log_scale else "its low bound is above its high"
+                raise UserError(f"hydra.sweeper.params.{key}={value}: {why}")
+            out[key] = [v.start, v.end]
+        elif isinstance(v, RangeSweep):
+            values = (
+                list(range(v.start, v.stop, v.step))
+                if all(isinstance(x, int) for x in (v.start, v.stop, v.step))
+                else []
+            )
+            if all(isinstance(x, int) for x in (v.start, v.stop, v.step)) and not values:
+                raise UserError(f"hydra.sweeper.params.{key}={value}: the range is empty")
+            out[key] = [values[0], values[-1]] if values else [v.start]
+        else:
+            out[key] = [v]
+    return out
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
 def pruner(name: str) -> Any:
     import optuna
 
@@ -175,6 +219,7 @@ class SearchSweeperBase(Sweeper):
             if dead and "job_num" in t.user_attrs:
                 out.append(t)
             elif dead:  # killed between being asked for and being launched: nothing ran; ask for it again
+                study.set_trial_user_attr(t._trial_id, "requeued", True)  # not a failure of the space: not counted
                 study.tell(t.number, state=optuna.trial.TrialState.FAIL)
                 study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
         return out
@@ -205,6 +250,7 @@ class SearchSweeperBase(Sweeper):
                 break
             self._run(study, trials, fixed, arguments, job_idx)
             job_idx += len(trials)
+            _stop_without_progress(study)
         _wait_for_others(study)
         self._write_results(study)
         return study
@@ -246,6 +292,8 @@ class SearchSweeperBase(Sweeper):
         elif status in ("completed", "early_stopped") and isinstance(value, float) and math.isfinite(value):
             study.tell(trial, value)
         else:
+            if (record or {}).get("error"):
+                trial.set_user_attr("error", str(record["error"])[:300])
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         log.info("trial %d: %s", trial.number, study.trials[trial.number].state.name.lower())
 
@@ -284,11 +332,38 @@ def _wait_for_others(study: Any, poll_s: float = 2.0, limit_s: float = 3600.0) -
 
 
 def _counted_trials(study: Any) -> list[Any]:
-    """Trials that count towards n_trials: finished (complete or pruned) or running."""
+    """Trials that count towards n_trials: finished (complete, pruned or failed) or running. A failed trial counts,
+    else a space where every trial fails would never end; only trials that never ran are left out (asked for past
+    n_trials by a racing worker, or asked for by a process killed before it launched them, and asked for again)."""
     import optuna
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    return study.get_trials(deepcopy=False, states=states)
+    states = tuple(optuna.trial.TrialState)
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=states)
+        if t.state != optuna.trial.TrialState.WAITING
+        and not (
+            t.state == optuna.trial.TrialState.FAIL and (t.user_attrs.get("surplus") or t.user_attrs.get("requeued"))
+        )
+    ]
+
+
+NO_PROGRESS = 3  # failed trials, with none finished, after which a search stops: its space or base config is broken
+
+
+def _stop_without_progress(study: Any) -> None:
+    """A search whose first trials all fail would go on failing: stop it in one line naming the first failure."""
+    import optuna
+
+    counted = _counted_trials(study)
+    failed = [t for t in counted if t.state == optuna.trial.TrialState.FAIL]
+    if len(failed) >= NO_PROGRESS and len(failed) == len(counted):
+        first = failed[0]
+        why = first.user_attrs.get("error") or "see its job dir's train.log"
+        raise UserError(
+            f"the search stopped: its first {len(failed)} trials all failed (trial {first.number}: {why}); fix the "
+            "search space or the base config"
+        )
 
 
 def _counted(study: Any) -> int:

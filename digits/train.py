@@ -67,7 +67,6 @@ def _task(cfg: DictConfig) -> float:
     if hc.mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, run)
     resume = cfg.get("resume") is not None
-    log.info("run dir: %s", run.path)
     try:
         prior = run.read_record()
         if resume and prior and prior.get("status") in runs.FINISHED:

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from digits.data.datamodule import DigitsDataModule
-from digits.evaluate import net_from_checkpoint, predict_probs, tested_checkpoint
+from digits.evaluate import net_from_checkpoint, precision_of, predict_probs, tested_checkpoint
 
 VIEWS = {
     "plain": [(0, 0)],
@@ -42,7 +42,7 @@ def main(run_dirs: list[str]) -> None:
         assert dm.val is not None and dm.val.labels is not None
         line = []
         for name, shifts in VIEWS.items():
-            probs = torch.stack([predict_probs(net, shifted(dm.val.images, dy, dx)) for dy, dx in shifts]).mean(0)
+            probs = torch.stack([predict_probs(net, shifted(dm.val.images, dy, dx), precision=precision_of(cfg)) for dy, dx in shifts]).mean(0)
             wrong = int((probs.argmax(1) != dm.val.labels).sum())
             errors[name] += wrong
             line.append(f"{name} {wrong}")

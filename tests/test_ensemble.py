@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from helpers import FAST, job_dir, metrics_of, run_cli
 
 from digits import runs
+
+pytestmark = pytest.mark.precision  # ensembles recompute softmax from checkpoints
 
 
 def _sweep(cwd: Path, data: Path, seeds: str) -> Path:

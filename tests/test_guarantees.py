@@ -398,6 +398,7 @@ def test_a_run_dir_spelled_through_an_environment_variable_is_never_run_twice(tm
         os.environ["HOME"] = saved
 
 
+@pytest.mark.precision
 def test_tools_use_exactly_the_checkpoint_the_run_tested(tmp_path: Path, grid_dir: Path) -> None:
     """final_weights=last without the last-checkpoint callback: the run saves the weights it tested and names that
     file; predict then uses it, not best.ckpt."""

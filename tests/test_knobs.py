@@ -181,17 +181,21 @@ def test_tail_average_is_the_mean_of_the_window_and_survives_a_resume() -> None:
     assert TailAverage(epochs=2).average(net) is None  # stopped before the window: nothing to average
 
 
-def test_averaged_weights_are_the_ones_tested_saved_and_served(tmp_path: Path, grid_dir: Path) -> None:
-    from digits.evaluate import net_from_checkpoint, predict_probs, tested_checkpoint
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16 autocast runs on any CPU, slowly
+def test_averaged_weights_are_the_ones_tested_saved_and_served(tmp_path: Path, grid_dir: Path, precision: str) -> None:
+    from digits.evaluate import net_from_checkpoint, precision_of, predict_probs, tested_checkpoint
 
     args = [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=3", "final_weights=average", "average_epochs=2"]
+    args += [f"trainer.precision={precision}", "channels_last=true"]  # the two settings a recomputation must match
     proc = run_cli(args, cwd=tmp_path)
     (run,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/metrics.json")]
     m = metrics_of(run)
     assert m["tested_weights"] == "average" and 0.0 < m["val_acc_average"] <= 1.0
     assert "(averaged; best epoch" in proc.stdout + proc.stderr
     assert tested_checkpoint(run) == run / "checkpoints" / "average.ckpt"
-    net, _ = net_from_checkpoint(run / "checkpoints" / "average.ckpt")
+    net, cfg = net_from_checkpoint(run / "checkpoints" / "average.ckpt")
+    assert precision_of(cfg) == precision and cfg["channels_last"] is True
     last, _ = net_from_checkpoint(run / "checkpoints" / "last.ckpt")
     assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), last.state_dict().values()))
     # The saved average is what the run tested with: its test predictions are predictions.npz's.
@@ -200,7 +204,15 @@ def test_averaged_weights_are_the_ones_tested_saved_and_served(tmp_path: Path, g
     dm.setup()
     assert dm.test is not None
     with np.load(run / "predictions.npz") as saved:
-        torch.testing.assert_close(predict_probs(net, dm.test.images), torch.from_numpy(saved["test_probs"]))
+        served = predict_probs(net, dm.test.images, precision=precision_of(cfg))
+        torch.testing.assert_close(served, torch.from_numpy(saved["test_probs"]), rtol=0, atol=0)
+    # And against a path that shares no code with predict_probs: Lightning's own validation loop, which wrote the
+    # last epoch's val_loss. last.ckpt, evaluated as the tools evaluate it, gives the same loss.
+    val = DigitsDataModule.of_run(cfg).val
+    assert val is not None and val.labels is not None
+    probs = predict_probs(last, val.images, precision=precision_of(cfg))
+    loss = float(torch.nn.functional.nll_loss(torch.log(probs), val.labels))
+    assert loss == pytest.approx(m["val_loss"][-1], rel=1e-5)
 
 
 def test_the_best_recipe_trains(tmp_path: Path, grid_dir: Path) -> None:

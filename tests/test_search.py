@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import FAST, finish, metrics_of, one_line_error, run_cli, start_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 optuna = pytest.importorskip("optuna", reason="the search needs optuna: pip install -e '.[sweep]'")
 
@@ -340,3 +342,69 @@ def test_workers_that_start_together_all_open_the_study(tmp_path: Path) -> None:
         t.join(timeout=120)
     assert not errors and len(studies) == 4
     assert len(optuna.get_all_study_summaries(storage=url)) == 1
+
+
+# --- the space is checked before the first trial; failed trials count ------------------------------------------------
+# Keys with limits in the schema, and values that break them: lr > 0, a probability below 1, momentum in [0, 1].
+_BAD_BOUNDS = {"lr": (-5.0, 0.0), "model.dropout": (1.0, 9.0), "optim.momentum": (1.01, 50.0)}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    key=st.sampled_from(sorted(_BAD_BOUNDS)),
+    bad=st.floats(0, 1),
+    good_first=st.booleans(),
+    choice=st.booleans(),
+)
+def test_a_space_outside_the_schema_is_refused_before_any_trial(
+    tmp_path_factory: pytest.TempPathFactory, key: str, bad: float, good_first: bool, choice: bool
+) -> None:
+    """Any range of any limited key with one value outside its limits, as a choice or as an interval's end, is one
+    line naming the range, before anything is written (checked in process: cli_args.prepare is what train runs
+    first)."""
+    from digits import cli_args
+    from digits.errors import UserError
+
+    lo, hi = _BAD_BOUNDS[key]
+    wrong = round(lo + bad * (hi - lo), 3)
+    fine = {"lr": 0.05, "model.dropout": 0.2, "optim.momentum": 0.5}[key]
+    ends = (fine, wrong) if good_first else (wrong, fine)
+    space = f"choice({ends[0]}, {ends[1]})" if choice else f"interval({min(ends)}, {max(ends)})"
+    cwd = tmp_path_factory.mktemp("space")
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with pytest.raises(UserError) as e:
+            cli_args.prepare(["-m", "hydra/sweeper=search", "debug=fast", f"hydra.sweeper.params.{key}={space}"])
+    finally:
+        os.chdir(here)
+    assert f"hydra.sweeper.params.{key}=" in str(e.value) and "would fail" in str(e.value)
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_choice_that_names_no_config_is_refused_before_any_trial(tmp_path: Path, grid_dir: Path) -> None:
+    proc = run_cli(
+        ["-m", "hydra/sweeper=search", f"data.dir={grid_dir}", *FAST, "hydra.sweeper.params.optim=choice(sgd,adamx)"],
+        cwd=tmp_path,
+        check=False,
+    )
+    one_line_error(proc, "a trial at adamx would fail")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_search_whose_trials_all_fail_stops_in_one_line(tmp_path: Path, grid_dir: Path) -> None:
+    """Trials that pass the schema but fail when they train (here a one-cycle schedule with no warm-up step) count
+    towards n_trials, and a search whose first trials all fail stops, naming the failure."""
+    sweep = tmp_path / "search"
+    broken = [
+        "scheduler=onecycle",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "hydra.sweeper.n_trials=20",
+    ]
+    proc = run_cli(_search(grid_dir, sweep, *broken), cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("digits: error: the search stopped: its first 3 trials all failed"), last
+    assert "scheduler cannot run" in last
+    assert _states(_study(f"sqlite:///{sweep / 'study.db'}")) == {"fail": 3}

@@ -15,6 +15,9 @@ import pytest
 import yaml
 from helpers import FAST, ROOT, make_folder, metrics_of, only_run_dir, run_cli
 from hydra import compose, initialize_config_dir
+from hypothesis import given as generated
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from digits.cli_args import CONF_DIR
 
@@ -43,8 +46,15 @@ def test_a_diverging_and_a_failing_job_do_not_stop_the_sweep(sweep: tuple[Path, 
     assert len(failed) == 2 and failed["error"].str.contains("data folder does not exist").all()
     # Best first, by validation accuracy.
     assert summary.index[0] == f"{good},lr=0.05"
-    expected = ["job", "status", "epochs", "best_epoch", "val_acc_best", "val_acc_tested", "test_acc", "train_seconds"]
+    expected = ["job", "status", "epochs", "best_epoch", "val_acc_best", "val_acc_tested", "test_acc", "test_ci_low"]
     assert list(summary.columns[:8]) == expected
+    # The test accuracy's interval: Wilson's 95% for the job's test images, around its accuracy.
+    from digits.stats import interval
+
+    row = summary.loc[f"{good},lr=0.05"]
+    n_test = metrics_of(sweep_dir / row["job"])["data"]["n_test"]
+    lo, hi = interval(round(row["test_acc"] * n_test), n_test)
+    assert (row["test_ci_low"], row["test_ci_high"]) == pytest.approx((lo, hi)) and lo <= row["test_acc"] <= hi
     md = (sweep_dir / "summary.md").read_text()
     assert md.startswith("| job | overrides | status |") and "diverged" in md
     assert "Sweep summary (2/4 jobs with a result)" in stdout and "| failed |" in stdout
@@ -253,3 +263,34 @@ def test_summary_ranks_jobs_by_the_validation_accuracy_of_the_weights_they_teste
     assert frame["job"].tolist() == ["2_seed=2", "1_seed=1", "3_seed=3", "0_seed=0"]
     assert frame["val_acc_tested"].tolist() == [0.97, 0.95, 0.94, 0.90]
     assert frame["val_acc_best"].tolist() == [0.96, 0.95, 0.94, 0.99]
+
+
+@settings(max_examples=25, deadline=None)
+@generated(
+    accs=st.lists(st.floats(0.9, 1.0), min_size=2, max_size=5),
+    other=st.lists(st.floats(0.9, 1.0), min_size=1, max_size=3),
+)
+def test_jobs_that_differ_only_by_seed_are_grouped(accs: list[float], other: list[float]) -> None:
+    """mean ± sd over seeds and n, for each set of jobs whose overrides are the same but for seed=; a job alone in
+    its set is not a group. Checked against the statistics module."""
+    import statistics
+
+    from digits.sweep import _groups_markdown, seed_groups
+
+    rows = [
+        {"overrides": f"lr=0.1,seed={i}", "status": "completed", "val_acc_tested": a, "test_acc": a}
+        for i, a in enumerate(accs)
+    ]
+    rows += [
+        {"overrides": f"lr=0.2,seed={i}", "status": "completed", "val_acc_tested": a, "test_acc": a}
+        for i, a in enumerate(other)
+    ]
+    rows.append({"overrides": "lr=0.1,seed=9", "status": "failed", "val_acc_tested": None, "test_acc": None})
+    groups = seed_groups(pd.DataFrame(rows)).set_index("group")
+    assert list(groups.index) == (["lr=0.1", "lr=0.2"] if len(other) > 1 else ["lr=0.1"])
+    assert groups.loc["lr=0.1", "n"] == len(accs)
+    assert groups.loc["lr=0.1", "test_acc_mean"] == pytest.approx(statistics.mean(accs))
+    assert groups.loc["lr=0.1", "test_acc_sd"] == pytest.approx(statistics.stdev(accs))
+    page = _groups_markdown(groups.reset_index())
+    assert f"| lr=0.1 | {len(accs)} | " in page
+    assert f"{100 * statistics.mean(accs):.3f}% ± {100 * statistics.stdev(accs):.3f}" in page

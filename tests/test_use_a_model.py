@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -13,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FAST, ROOT, font_folder, run_cli
+from helpers import FAST, ROOT, font_folder, one_line_error, run_cli
 from PIL import Image
 
 from digits.data.csv import load_csv
+
+pytestmark = pytest.mark.precision  # predict, export and the demo recompute a run's softmax
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +289,67 @@ def test_demo_in_a_real_browser_draws_a_stroke_and_shows_a_label(demo: str, tmp_
         browser.save_screenshot(os.environ.get("DIGITS_DEMO_SCREENSHOT", str(tmp_path / "demo.png")))
     finally:
         browser.quit()
+
+
+def test_predict_writes_under_outputs_by_default_and_never_replaces(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """With no --out, the table goes where every command's outputs go (outputs/ of the working directory), never
+    into the working directory itself; a second call gets its own file."""
+    run, data = trained
+    image = tmp_path / "d.png"
+    Image.fromarray(load_csv(data / "test.csv").images[0]).save(image)
+    work = tmp_path / "work"
+    work.mkdir()
+    made = []
+    for _ in range(2):
+        out = run_cli([str(run), str(image)], cwd=work, module="digits.predict").stdout
+        made.append(out.strip().splitlines()[-1].split(" -> ", 1)[1])
+    files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
+    assert files == sorted(made) and len(set(made)) == 2
+    assert all(f.startswith("outputs/predictions/") and f.endswith(".csv") for f in files)
+
+
+@pytest.mark.parametrize("status", ["interrupted", "failed", "running", None])
+@pytest.mark.parametrize("module", ["digits.predict", "digits.export"])
+def test_a_run_that_did_not_finish_is_refused_by_every_tool(
+    trained: tuple[Path, Path], tmp_path: Path, status: str | None, module: str
+) -> None:
+    """Its checkpoints were never tested (an interrupted or killed run's last.ckpt is an epoch's end, not the
+    weights a finished run chose): the one owner of 'which weights', evaluate.tested_checkpoint, refuses it."""
+    run, data = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    record = json.loads((copy / "metrics.json").read_text())
+    if status is None:
+        (copy / "metrics.json").unlink()  # killed with SIGKILL before it recorded anything
+    else:
+        record.update(status=status, resume="python -m digits.train resume=RUN")
+        (copy / "metrics.json").write_text(json.dumps(record))
+    args = [str(copy), str(data / "test.csv")] if module == "digits.predict" else [str(copy), "--out", "m.onnx"]
+    proc = run_cli(args, cwd=tmp_path, module=module, check=False)
+    one_line_error(proc, "did not finish" if status else "has no metrics.json")
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_sweep_dir_given_as_a_run_names_its_jobs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for name in ("0_lr=0.1", "1_lr=0.2"):
+        (sweep / name / ".hydra").mkdir(parents=True)
+        (sweep / name / ".hydra" / "overrides.yaml").write_text(f"- {name.split('_', 1)[1]}\n")
+    proc = run_cli([str(sweep), "x.png"], cwd=tmp_path, module="digits.predict", check=False)
+    one_line_error(proc, "is a sweep dir, not a run; name one of its 2 jobs (0_lr=0.1, 1_lr=0.2)")
+
+
+def test_an_image_too_large_to_read_says_so(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """A PNG whose header says 20000 x 20000: Pillow's decompression-bomb guard, named as what it is."""
+    import struct
+    import zlib
+
+    Image.new("L", (1, 1)).save(tmp_path / "small.png")
+    png = bytearray((tmp_path / "small.png").read_bytes())
+    ihdr = png.index(b"IHDR")
+    png[ihdr + 4 : ihdr + 12] = struct.pack(">II", 20000, 20000)
+    png[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(png[ihdr : ihdr + 17])))
+    (tmp_path / "huge.png").write_bytes(bytes(png))
+    run, _ = trained
+    proc = run_cli([str(run), str(tmp_path / "huge.png")], cwd=tmp_path, module="digits.predict", check=False)
+    one_line_error(proc, "is too large to read")

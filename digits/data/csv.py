@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from digits.cache import user_cache_dir
 from digits.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ def cache_path(path: Path) -> Path:
 def user_cache_path(path: Path) -> Path:
     """Where the cache goes when the CSV's folder is read-only (Kaggle mounts its inputs so): one file per CSV path
     under $XDG_CACHE_HOME/digits (~/.cache/digits)."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "digits"
+    root = user_cache_dir()
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
     return root / f"{path.name}.{digest}.cache.npz"
 

@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from digits.cache import mnist_root
 from digits.data.augment import Augment
 from digits.data.batches import TensorBatches
 from digits.data.csv import DigitArrays, check_folder, data_files, load_csv
@@ -47,7 +48,7 @@ class DigitsDataModule(L.LightningDataModule):
     def __init__(
         self,
         dir: str | None = None,
-        root: str = "data/mnist",
+        root: str | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 128,
         eval_batch_size: int = 1000,
@@ -67,7 +68,7 @@ class DigitsDataModule(L.LightningDataModule):
         if batch_size < 1 or eval_batch_size < 1:
             raise UserError("data.batch_size and data.eval_batch_size must be positive")
         self.dir = dir
-        self.root = root
+        self.root = root or mnist_root()
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
