@@ -128,6 +128,7 @@ def test_notebook_runs_by_the_readme_command_and_is_stored_without_outputs(sweep
         subprocess.run(cmd, cwd=cwd, env=run_env, check=True, capture_output=True, timeout=300)
         html = (out / "compare_runs.html").read_text()
         assert str(sweep_dir) in html and ",lr=0.05" in html and "image/png" in html
+        assert "val_acc_best (%)" in html and "test_acc (%)" in html  # percentages, as every other view
 
 
 @pytest.mark.parametrize(
