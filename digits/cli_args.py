@@ -124,6 +124,9 @@ def parse(args: list[str]) -> list[Any]:
         raise UserError(f"bad override: {_first_line(e)}") from None
 
 
+LIST_GROUPS = ("logger",)  # groups whose choices are meant to be combined: logger=[tensorboard,mlflow]
+
+
 def check_choices(overrides: list[Any]) -> None:
     """Unknown group choices become one line that lists the valid ones (Hydra's own message is a page)."""
     known = groups()
@@ -133,6 +136,11 @@ def check_choices(overrides: list[Any]) -> None:
             continue
         if o.value() is None:
             raise UserError(f"{key}=null is not how a config group is dropped; write ~{key} instead")
+        if len(_choices(o)) > 1 and key not in LIST_GROUPS and not o.is_sweep_override():
+            raise UserError(
+                f"{key}={o.input_line.split('=', 1)[1]}: {key} takes one choice (a list would merge them, the last "
+                f"one winning where they overlap); to run each, sweep them: -m {key}={','.join(map(str, _choices(o)))}"
+            )
         for choice in _choices(o):
             if choice not in known[key]:
                 hint = _did_you_mean(str(choice), known[key])
@@ -496,7 +504,18 @@ def _compose_command(args: list[str], show: str | None = None) -> tuple[list[Any
                 _show_jobs(args, cfg, show, composer)
         elif sweeps:
             raise UserError(f"{sweeps[0].input_line}: a list of values needs -m (a sweep)")
+        elif not str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            chosen = cfg.hydra.runtime.choices.get("hydra/sweeper") if "runtime" in cfg.hydra else None
+            raise UserError(
+                f"the config chooses a search (hydra/sweeper={chosen or 'search'}{_via_experiment(cfg)}), which runs "
+                "only as a sweep: add -m"
+            )
     return overrides, cfg, run_plain, multirun, jobs
+
+
+def _via_experiment(cfg: DictConfig) -> str:
+    exp = OmegaConf.select(cfg, "hydra.runtime.choices.experiment", default=None)
+    return f", through experiment={exp}" if exp else ""
 
 
 def _shown_part(args: list[str]) -> str | None:

@@ -132,13 +132,15 @@ class ModelConf:
 
 @dataclass
 class OriginalConf(ModelConf):
-    channels: list[int] = rule([32, 64, 128], items_ge=1, length=3, what="the three stages' widths")
-    hidden: int = rule(100, ge=1, what="the fully connected layer's width")
+    # Widths are bounded where a network still fits in memory: 1,024 channels make the third stage ~10M weights,
+    # a hidden width of 8,192 ~9M; one more digit asks for gigabytes.
+    channels: list[int] = rule([32, 64, 128], items_ge=1, items_le=1024, length=3, what="the three stages' widths")
+    hidden: int = rule(100, ge=1, le=8192, what="the fully connected layer's width")
 
 
 @dataclass
 class ANNConf(ModelConf):
-    hidden: list[int] = rule([512, 256], items_ge=1, what="layer widths")
+    hidden: list[int] = rule([512, 256], items_ge=1, items_le=8192, what="layer widths")
 
 
 def model_schema(target: str) -> type:
@@ -421,6 +423,9 @@ def _is_number(v: Any) -> bool:
 _OPS = {"gt": (operator.gt, ">"), "ge": (operator.ge, ">="), "lt": (operator.lt, "<"), "le": (operator.le, "<=")}
 
 
+INT_MAX = 2**31 - 1  # the bound of an integer key that names none of its own
+
+
 def _violation(value: Any, limits: dict[str, Any]) -> str | None:
     """What is wrong with a resolved value under a field's limits, or None."""
     if "choices" in limits and not any(_same(value, c) for c in limits["choices"]):
@@ -436,6 +441,8 @@ def _violation(value: Any, limits: dict[str, Any]) -> str | None:
         bad = next((b for b in (_violation(item, item_limits) for item in value) if b), None)
         return f"each item {bad}" if bad else None
     bounds = [(k, v) for k, v in limits.items() if k in _OPS]
+    if isinstance(value, int) and not isinstance(value, bool) and not any(k in ("le", "lt") for k, _ in bounds):
+        bounds.append(("le", INT_MAX))  # every integer fits the C int it reaches (a count, a width, an index)
     if not bounds:
         return None
     if not _is_number(value):
@@ -691,4 +698,21 @@ def _trainer_values(plain: dict[str, Any], _cfg: DictConfig) -> str | None:
     return None
 
 
-CROSS_RULES = [_trainer_values, _nesterov, _monitor_modes, _validation_each_epoch, _best_needs_a_checkpoint, _nodes]
+def _epoch_bounds(plain: dict[str, Any], _cfg: DictConfig) -> str | None:
+    """Lightning trains max_epochs when min_epochs is larger, without a word: refuse the pair instead."""
+    t = plain.get("trainer") or {}
+    low, high = t.get("min_epochs"), t.get("max_epochs")
+    if _is_number(low) and _is_number(high) and low > high:
+        return f"trainer.min_epochs={low} is above trainer.max_epochs={high}: the run would stop at {high}"
+    return None
+
+
+CROSS_RULES = [
+    _trainer_values,
+    _nesterov,
+    _monitor_modes,
+    _validation_each_epoch,
+    _best_needs_a_checkpoint,
+    _nodes,
+    _epoch_bounds,
+]

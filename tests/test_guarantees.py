@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import string
 import subprocess
@@ -89,7 +90,7 @@ values = st.one_of(
 
 
 # --- 1. the config that runs is the config that was checked -----------------------------------------------------------
-@SETTINGS
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))  # a compose costs ~30 ms
 @given(leaf=st.sampled_from(LEAVES), value=values)
 def test_any_value_of_any_key_is_accepted_only_if_the_resolved_config_holds_every_limit(
     in_tmp: Path, leaf: tuple[str, dataclasses.Field], value: str
@@ -106,6 +107,34 @@ def test_any_value_of_any_key_is_accepted_only_if_the_resolved_config_holds_ever
     flat = fingerprint.flatten(plain)
     assert key in flat or any(k.startswith(key + ".") for k in flat)
     assert not (in_tmp / "outputs").exists()
+    if key in flat:  # accepted: the value that will run holds every limit its field names, by an oracle of its own
+        assert _holds(flat[key], dict(leaf[1].metadata)), (key, value, flat[key])
+
+
+_BOUND = {"gt": lambda v, b: v > b, "ge": lambda v, b: v >= b, "lt": lambda v, b: v < b, "le": lambda v, b: v <= b}
+
+
+def _holds(v: object, limits: dict) -> bool:
+    """A value within a schema field's limits, written apart from schema._violation so that a check removed there
+    is caught here: choices, list length and items, numeric bounds, and the C int every integer reaches."""
+    if "choices" in limits:
+        return any(
+            v == c and (type(v) is type(c) or isinstance(v, (int, float)) == isinstance(c, (int, float)))
+            for c in limits["choices"]
+        )
+    if v is None:
+        return True
+    if isinstance(v, list):
+        items = {k[len("items_") :]: b for k, b in limits.items() if k.startswith("items_")}
+        return ("length" not in limits or len(v) == limits["length"]) and all(_holds(x, items) for x in v)
+    bounds = {k: b for k, b in limits.items() if k in _BOUND}
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return not bounds
+    if isinstance(v, int) and not ({"le", "lt"} & set(bounds)) and v > 2**31 - 1:
+        return False
+    if not bounds:
+        return True
+    return math.isfinite(v) and all(_BOUND[k](v, b) for k, b in bounds.items())
 
 
 @SETTINGS
@@ -184,12 +213,40 @@ def test_the_dir_claimed_is_the_resolved_dir(in_tmp: Path, monkeypatch: pytest.M
         (["trainer.max_time=abc"], "must be DD:HH:MM:SS"),
         (["trainer.limit_train_batches=1.5"], "a fraction must be <= 1.0"),
         (["trainer.strategy=ddp_spawn"], "must be one of auto, ddp"),
+        (["trainer.min_epochs=3", "trainer.max_epochs=1"], "is above trainer.max_epochs=1"),
+        (["experiment=[best,compare_models]"], "experiment takes one choice"),
+        (["experiment=search"], "which runs only as a sweep: add -m"),
+        (["hydra/sweeper=search"], "which runs only as a sweep: add -m"),
+        (["model.hidden=100000"], "<= 8192"),
+        (["model=ann", "model.hidden=[10,99999]"], "each item must be >= 1 and <= 8192"),
+        (["model.channels=[32,64,5000]"], "<= 1024"),
     ],
 )
 def test_combinations_are_refused_in_one_line(in_tmp: Path, overrides: list[str], expect: str) -> None:
     with pytest.raises(UserError, match=expect.replace("[", r"\[").replace("]", r"\]")):
         _prepare(overrides)
     assert not (in_tmp / "outputs").exists()
+
+
+@SETTINGS
+@given(
+    leaf=st.sampled_from([k for k, f in LEAVES if "int" in str(f.type) and "choices" not in f.metadata]),
+    extra=st.integers(1, 2**40),
+)
+def test_every_integer_key_fits_the_int_it_reaches(in_tmp: Path, leaf: str, extra: int) -> None:
+    """An integer past 2**31 - 1 (or its own larger bound: a seed's 2**32 - 1) in any integer key, a width, a count
+    or a seed, is one line naming the key, before anything is allocated or written."""
+    with pytest.raises(UserError, match=leaf.replace(".", r"\.")), Composer() as composer:
+        limits = _field(leaf).metadata
+        value = max(limits.get("le", 0), limits.get("items_le", 0), 2**31 - 1) + extra  # past its own bound too
+        composer.compose(
+            [*_group_of(leaf), f"{leaf}=[{value}]" if "list" in str(_field(leaf).type) else f"{leaf}={value}"]
+        )
+    assert not (in_tmp / "outputs").exists()
+
+
+def _field(key: str) -> dataclasses.Field:
+    return dict(LEAVES)[key]
 
 
 # --- 3. where results may be written ----------------------------------------------------------------------------------
