@@ -323,9 +323,7 @@ def _sweep_jobs(args: list[str], cfg: DictConfig, composer: Composer) -> list[di
 
     jobs = _job_overrides(args, cfg)
     if not jobs and not str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-        _check_search_space(args, cfg, composer)
-        space = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
-        return [{"overrides": ["<search>"], "id": fingerprint.digest([fingerprint.trajectory(composer.plain), space])}]
+        return [_search_job(args, cfg, composer)]
     hydra_args = [a for a in args if not a.startswith("-") and a.lstrip("+~").startswith("hydra")]
     out = []
     for job in jobs:
@@ -343,9 +341,23 @@ def _sweep_jobs(args: list[str], cfg: DictConfig, composer: Composer) -> list[di
     return out
 
 
-def _check_search_space(args: list[str], cfg: DictConfig, composer: Composer) -> None:
+def _search_job(args: list[str], cfg: DictConfig, composer: Composer) -> dict[str, Any]:
+    """A search's one entry in sweep.json: its identity (search.identity: the resolved base config, where its data
+    lies, the space and the direction; not n_trials, the pruner or how the command spelled them), checked first
+    at every bound of its space. The same identity is what its study in the storage must hold."""
+    from digits import search
+
+    params, _base = _search_space(args, cfg, composer)
+    plain = composer.plain
+    ident = search.identity(plain, params, str(cfg.hydra.sweeper.get("direction", "maximize")))
+    return {"overrides": [f"search over {ident['summary']}"], "id": ident["digest"], "key": ident["key"]}
+
+
+def _search_space(args: list[str], cfg: DictConfig, composer: Composer) -> tuple[dict[str, str], list[str]]:
     """Compose a job at every bound and choice of a search's space, through the same schema as every run: a value
-    no trial could run with is one line now, before the first trial, naming the range it came from."""
+    no trial could run with is one line now, before the first trial, naming the range it came from. Returns the
+    space (the config's, with the command's ranges) and the command's other overrides; the composer is left
+    holding the base config."""
     from digits import search
 
     params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=True)
@@ -366,6 +378,7 @@ def _check_search_space(args: list[str], cfg: DictConfig, composer: Composer) ->
                     f"hydra.sweeper.params.{key}={params[key]}: a trial at {value} would fail: {e.what}"
                 ) from None
     composer.compose(base)  # leave the composer's plain config the base one
+    return params, base  # type: ignore[return-value]
 
 
 def _varied(jobs: list[dict[str, Any]], i: int) -> str:
@@ -378,12 +391,23 @@ def _check_sweep_identity(sweep: RunDir, jobs: list[dict[str, Any]], args: list[
     """A sweep dir holds one sweep, identified by the ordered list of its jobs. A re-run of the same list resumes
     it; a list that starts with it and adds new, distinct jobs extends it (the old jobs keep their numbers and
     dirs); anything else is refused before Hydra writes."""
+    from digits import fingerprint
+
     before = _stored_jobs(sweep, cfg)
     if before is None:
         return
     ids_before, ids_now = [j["id"] for j in before], [j["id"] for j in jobs]
     if ids_now[: len(ids_before)] == ids_before:
         return
+    if len(before) == len(jobs) == 1 and "key" in before[0] and "key" in jobs[0]:  # a search: name what changed
+        was, now = before[0], jobs[0]
+        cut = len("search over ")
+        diff = fingerprint.first_difference(was["key"], now["key"]) or (
+            f"its space was {was['overrides'][0][cut:]}, now {now['overrides'][0][cut:]}"
+        )
+        raise UserError(
+            f"holds another search ({diff}); re-run that search, or choose another hydra.sweep.dir", sweep.path
+        )
     i = next(i for i, (a, b) in enumerate(zip(ids_before, ids_now + [None] * len(ids_before))) if a != b)
     was = _varied(before, i)
     now = _varied(jobs, i) if i < len(jobs) else "nothing"
@@ -477,6 +501,11 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
         raise UserError(f"already holds a run; resume it with resume={target} or choose another dir", target)
     if multirun and jobs:
         write_json_atomic(run.sweep_file, {"jobs": jobs})  # the same list, or an extension of it
+    if multirun and len(jobs) == 1 and "key" in jobs[0]:  # a search: its study must be this search, whatever storage
+        from digits import search
+
+        summary = jobs[0]["overrides"][0][len("search over ") :]
+        search.COMMAND_IDENTITY = {"digest": jobs[0]["id"], "summary": summary, "key": jobs[0]["key"]}
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     args = [a for a in args if not a.startswith(key + "=")] + [f"{key}={quote(str(target))}"]
     if multirun:

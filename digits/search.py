@@ -193,14 +193,21 @@ class SearchSweeperBase(Sweeper):
                 text = " ".join(str(e).split())[:300]
                 where = _shown(self.storage_url())
                 raise UserError(f"cannot open the study {self.study_name!r} in {where}: {text}") from None
-        identity = search_identity(self.params, self.direction, arguments)
+        ours = COMMAND_IDENTITY or search_identity(self.params, self.direction, arguments)
         theirs = study.user_attrs.get("digits_search")
         if theirs is None:
-            study.set_user_attr("digits_search", identity)
-        elif theirs != identity:
+            study.set_user_attr("digits_search", ours)
+        elif not isinstance(theirs, dict) or theirs.get("digest") != ours["digest"]:
+            from digits.fingerprint import first_difference
+
+            theirs = theirs if isinstance(theirs, dict) else {}
+            diff = None
+            if isinstance(theirs.get("key"), dict) and "key" in ours:
+                diff = first_difference(theirs["key"], ours["key"])
             raise UserError(
                 f"the study {self.study_name!r} in {_shown(self.storage_url())} belongs to another search "
-                f"({theirs.get('summary', '?')}); use another hydra.sweeper.study_name, or the same search"
+                f"({diff or 'its space: ' + str(theirs.get('summary', '?'))}); use another "
+                "hydra.sweeper.study_name, or the same search"
             )
         return study
 
@@ -236,14 +243,26 @@ class SearchSweeperBase(Sweeper):
             log.info("trial %d was interrupted; resuming it in its job dir", frozen.number)
             self._run(study, [trial], fixed, arguments, int(frozen.user_attrs["job_num"]))
         job_idx = 1 + max((int(t.user_attrs.get("job_num", -1)) for t in study.trials), default=-1)
-        while True:
-            trials = []
-            for _ in range(max(0, min(self.n_jobs, self.n_trials - _counted(study)))):
+        exhausted = False
+        while not exhausted:
+            trials: list[Any] = []
+            want, refused = max(0, min(self.n_jobs, self.n_trials - _counted(study))), 0
+            while len(trials) < want:
                 trial = study.ask(space)
                 trial.set_user_attr("digits_owner", {"host": socket.gethostname(), "pid": os.getpid()})
                 if _rank(study, trial.number) >= self.n_trials:  # another worker took the last ones meanwhile
                     trial.set_user_attr("surplus", True)
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    break
+                earlier = _repeat_of(study, trial)
+                if earlier is not None:  # a sampler replaying its seed after a restart, or a race between workers
+                    trial.set_user_attr("repeat_of", earlier)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    refused += 1
+                    if refused >= MAX_REPEATS:
+                        log.info("no untried point of the space after %d proposals; the search ends", refused)
+                        exhausted = True
+                        break
                     continue
                 trials.append(trial)
             if not trials:
@@ -269,8 +288,10 @@ class SearchSweeperBase(Sweeper):
         from digits.cli_args import quote
 
         values = [f"{k}={_value(v)}" for k, v in trial.params.items()]
+        # The storage URL may hold a password: it reaches the jobs through this process's environment (inherited by
+        # every launcher's workers), never as an override, which Hydra prints and saves in each job's .hydra/.
+        os.environ[ENV_STORAGE] = self.storage_url()
         env = [
-            f"+hydra.job.env_set.{ENV_STORAGE}={quote(self.storage_url())}",
             f"+hydra.job.env_set.{ENV_STUDY}={quote(self.study_name)}",
             f"+hydra.job.env_set.{ENV_TRIAL}={trial._trial_id}",
             f"+hydra.job.env_set.DIGITS_SEARCH_NUMBER={trial.number}",
@@ -331,6 +352,10 @@ def _wait_for_others(study: Any, poll_s: float = 2.0, limit_s: float = 3600.0) -
         time.sleep(poll_s)
 
 
+def _never_ran(t: Any) -> bool:
+    return bool(t.user_attrs.get("surplus") or t.user_attrs.get("requeued") or "repeat_of" in t.user_attrs)
+
+
 def _counted_trials(study: Any) -> list[Any]:
     """Trials that count towards n_trials: finished (complete, pruned or failed) or running. A failed trial counts,
     else a space where every trial fails would never end; only trials that never ran are left out (asked for past
@@ -342,10 +367,21 @@ def _counted_trials(study: Any) -> list[Any]:
         t
         for t in study.get_trials(deepcopy=False, states=states)
         if t.state != optuna.trial.TrialState.WAITING
-        and not (
-            t.state == optuna.trial.TrialState.FAIL and (t.user_attrs.get("surplus") or t.user_attrs.get("requeued"))
-        )
+        and not (t.state == optuna.trial.TrialState.FAIL and _never_ran(t))
     ]
+
+
+MAX_REPEATS = 50  # proposals in a row that repeat a trial: the space (a finite one) holds no untried point
+
+
+def _repeat_of(study: Any, trial: Any) -> int | None:
+    """The number of an earlier trial with the same parameters, if any: every trial of a study is a new point.
+    Earlier trials win, so of two workers that proposed one point at once, the later one asks again."""
+    params = trial.params
+    for t in _counted_trials(study):
+        if t.number < trial.number and t.params == params:
+            return t.number
+    return None
 
 
 NO_PROGRESS = 3  # failed trials, with none finished, after which a search stops: its space or base config is broken
@@ -402,8 +438,27 @@ def _figures(study: Any, out: Path) -> None:
             matplotlib.pyplot.close(fig)
 
 
+COMMAND_IDENTITY: dict[str, Any] | None = None  # set by digits.cli_args for the command this process runs
+
+
+def identity(plain: dict[str, Any], params: dict[str, str], direction: str) -> dict[str, Any]:
+    """What makes a study this search, the same wherever and however its command is spelled: the resolved base
+    config that decides the weights and where its data lies (fingerprint.job_key, as for a sweep's jobs; an
+    `${oc.env:...}` is resolved, a relative data.dir made absolute), its space and its direction. n_trials, the
+    pruner, the sampler and the storage are how a search runs, not which search it is."""
+    from digits.fingerprint import digest, job_key
+
+    key = job_key(plain)
+    space = {k: str(v) for k, v in sorted(params.items())}
+    key.update({f"search.{k}": v for k, v in space.items()})
+    key["search.direction"] = direction
+    summary = ", ".join(f"{k}: {v}" for k, v in space.items())[:200]
+    return {"digest": digest(key), "summary": summary, "key": key}
+
+
 def search_identity(params: dict[str, str], direction: str, arguments: list[str]) -> dict[str, Any]:
-    """What makes a study this search: its space, its direction and the command's other overrides."""
+    """The identity of a search started without digits.cli_args (no resolved config at hand): its space, direction
+    and the command's other overrides as text."""
     from digits.fingerprint import digest
 
     base = sorted(a for a in arguments if not a.lstrip("+~").startswith("hydra"))

@@ -50,7 +50,7 @@ def _search(grid_dir: Path, sweep: Path, *more: str, lr: str = "choice(0.05,0.1)
 def test_a_search_killed_with_sigkill_continues_where_it_stopped(tmp_path: Path, grid_dir: Path) -> None:
     sweep = tmp_path / "search"
     kill = f"+callbacks.extra.killer={{_target_: killer.SignalOnce, step: 12, marker: '{tmp_path / 'fired'}'}}"
-    args = _search(grid_dir, sweep, "hydra.sweeper.n_trials=3", kill)
+    args = _search(grid_dir, sweep, "hydra.sweeper.n_trials=3", kill, lr="interval(0.01, 0.2)")
     proc = start_cli(args, tmp_path)
     finish(proc, timeout=300)
     assert proc.returncode == -signal.SIGKILL and (tmp_path / "fired").exists()
@@ -59,7 +59,12 @@ def test_a_search_killed_with_sigkill_continues_where_it_stopped(tmp_path: Path,
 
     run_cli(args, cwd=tmp_path)
     study = _study(url)
-    assert _states(study) == {"complete": 3}  # n_trials counts the study's total, the killed trial included
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3  # n_trials counts the study's total, the killed trial included
+    # The re-run's sampler starts from the same seed and proposes trial 0's point again: that proposal is refused as
+    # a repeat (never run, never counted), so every trial that ran is a new point.
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 3
+    assert all("repeat_of" in t.user_attrs for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
     jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir() and (d / "metrics.json").is_file())
     assert [j.split("_")[0] for j in jobs] == ["0", "1", "2"]  # the killed trial went on in its own dir
     first = sweep / jobs[0]
@@ -73,7 +78,7 @@ def test_a_search_killed_with_sigkill_continues_where_it_stopped(tmp_path: Path,
     before = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
     run_cli(args, cwd=tmp_path)  # a finished search re-run: nothing trains again
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")} == before
-    assert len(_study(url).trials) == 3
+    assert len(_study(url).trials) == len(study.trials)
 
 
 def _pruning_seed() -> int:
@@ -216,15 +221,27 @@ def postgres(tmp_path: Path):
         )
 
 
-def test_two_workers_share_one_study_on_postgresql(tmp_path: Path, grid_dir: Path, postgres: str) -> None:
-    shared = [f"hydra.sweeper.storage={postgres}", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=6"]
-    procs = [start_cli(_search(grid_dir, tmp_path / f"w{i}", *shared), tmp_path) for i in range(2)]
-    for p in procs:
-        finish(p, timeout=600)
+def test_two_workers_share_one_study_on_postgresql(
+    tmp_path: Path, grid_dir: Path, postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The URL holds a password: given through an environment variable, it is in no file and no line of output.
+    monkeypatch.setenv("DIGITS_TEST_STORAGE", postgres)
+    storage = "hydra.sweeper.storage=${oc.env:DIGITS_TEST_STORAGE}"
+    shared = [storage, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=6"]
+    procs = [
+        start_cli(_search(grid_dir, tmp_path / f"w{i}", *shared, lr="interval(0.01, 0.2)"), tmp_path) for i in range(2)
+    ]
+    outputs = [finish(p, timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
+    assert not any("digits-pw" in out + err for out, err in outputs)
+    for w in ("w0", "w1"):
+        for f in (tmp_path / w).rglob("*"):
+            assert not f.is_file() or b"digits-pw" not in f.read_bytes(), f
     study = _study(postgres, "shared")
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(done) == 6 and len({t.number for t in done}) == 6
+    # Both workers' samplers start from the same seed: the later of two equal proposals is refused as a repeat.
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 6
     runs = [d for w in ("w0", "w1") for d in (tmp_path / w).iterdir() if (d / "metrics.json").is_file()]
     assert len(runs) == 6  # the union of the two workers' jobs is n_trials
     results = [yaml.safe_load((tmp_path / w / "optimization_results.yaml").read_text()) for w in ("w0", "w1")]
@@ -408,3 +425,25 @@ def test_a_search_whose_trials_all_fail_stops_in_one_line(tmp_path: Path, grid_d
     assert last.startswith("digits: error: the search stopped: its first 3 trials all failed"), last
     assert "scheduler cannot run" in last
     assert _states(_study(f"sqlite:///{sweep / 'study.db'}")) == {"fail": 3}
+
+
+def test_a_search_is_identified_by_its_resolved_config_not_its_text(
+    tmp_path: Path, grid_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same search spelled otherwise (data.dir relative, then through an environment variable) continues its
+    study, and so does one with more trials; the same text on other data is another search, refused in one line
+    that names the difference, before any trial."""
+    other = tmp_path / "other"
+    shutil.copytree(grid_dir, other)
+    sweep = tmp_path / "search"
+    rel = os.path.relpath(grid_dir, tmp_path)
+    run_cli(_search(Path(rel), sweep, "hydra.sweeper.n_trials=1", lr="interval(0.01, 0.2)"), cwd=tmp_path)
+    monkeypatch.setenv("DIGITS_TEST_D", str(grid_dir))
+    more = _search(Path("${oc.env:DIGITS_TEST_D}"), sweep, "hydra.sweeper.n_trials=2", lr="interval(0.01, 0.2)")
+    run_cli(more, cwd=tmp_path)
+    study = _study(f"sqlite:///{sweep / 'study.db'}")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 2
+    monkeypatch.setenv("DIGITS_TEST_D", str(other))
+    proc = run_cli(more, cwd=tmp_path, check=False)
+    one_line_error(proc, "holds another search (data.location: was")
+    assert str(other) in proc.stderr
