@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digits import extras, schema
 from digits.errors import UserError
-from digits.runs import RunDir, unique_dir, write_json_atomic
+from digits.runs import RunDir, os_errors, unique_dir, write_json_atomic
 
 
 def _find_conf() -> Path:
@@ -277,6 +277,11 @@ def _job_overrides(args: list[str], cfg: DictConfig) -> list[list[str]]:
 # --- where the command writes -------------------------------------------------------------------------------------
 def check_writable(target: Path) -> None:
     """Refuse up front when the output dir cannot be written or its disk is (nearly) full."""
+    with os_errors(target, "cannot use it as an output dir"):
+        _check_writable(target)
+
+
+def _check_writable(target: Path) -> None:
     probe = target
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -312,7 +317,8 @@ def _target(cfg: DictConfig, overrides: list[Any], multirun: bool) -> tuple[Path
     if _given(overrides, key) is not None:
         return Path(str(value)), True
     default = Path(str(value))  # outputs/<date>/<time>
-    return unique_dir(default.parent, default.name), False
+    with os_errors(default, "cannot use it as an output dir"):
+        return unique_dir(default.parent, default.name), False
 
 
 # --- sweep identity: the ordered list of its jobs' fingerprints -----------------------------------------------------

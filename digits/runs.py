@@ -33,10 +33,27 @@ FINISHED = (*RESULT_STATUSES, "pruned")  # a sweep re-run skips these; a pruned 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write then rename, so a reader (or a kill) never sees half a file. Non-finite floats become null: a bare
-    NaN is not JSON."""
+    NaN is not JSON. A failure leaves no temporary file behind."""
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def os_errors(path: Path, doing: str = "cannot use it"):
+    """The file system's refusals (a name too long, a marker that is a directory, a read-only or full disk) as
+    one line naming the path, not a traceback: every file-system step of the run-dir owner runs inside this."""
+    try:
+        yield
+    except OSError as e:
+        named = [f for f in (e.filename2, e.filename) if isinstance(f, (str, Path))]  # a rename's target first
+        where = named[0] if named else path
+        raise UserError(f"{doing} ({e.strerror or type(e).__name__})", where) from None
 
 
 def _finite(value: Any) -> Any:
@@ -287,6 +304,10 @@ class RunDir:
     def check_writable_as(self, kind: str) -> None:
         """The one rule for where a command writes: into a dir it creates, an empty one, or its own earlier output
         of the same kind (a resume, a sweep re-run). Anything else is refused before a byte is written."""
+        with os_errors(self.path, f"cannot use it as {_a(kind)} dir"):
+            self._check_writable_as(kind)
+
+    def _check_writable_as(self, kind: str) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"is a file; {_a(kind)} takes a directory", self.path)
         here = self.kind()
@@ -388,9 +409,23 @@ class RunDir:
         check_writable_as(kind); the dir is then marked as a `kind` for good.
 
         A marker left by a process that is gone (same host, pid not running) is taken over: that run was killed.
+        A file-system error on the way is one line, and what this call made is removed.
         """
         self.check_writable_as(kind)
-        created = _make_dirs(self.path.absolute())
+        made: list[Path] = []
+        try:
+            with os_errors(self.path, f"cannot claim it as {_a(kind)} dir"):
+                self._claim(kind, made)
+        except UserError:
+            if self.owned():
+                self.claim_file.unlink(missing_ok=True)
+            for d in reversed(made):  # deepest first; only what this call created, and only if empty
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
+
+    def _claim(self, kind: str, made: list[Path]) -> None:
+        created = _make_dirs(self.path.absolute(), made)
         existing = sorted(p.name for p in self.path.iterdir())
         mine = {"host": socket.gethostname(), "pid": os.getpid(), "created": [str(p) for p in created]}
         mine["existing"] = existing
@@ -487,14 +522,15 @@ def _create_exclusive(path: Path, text: str) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def _make_dirs(path: Path) -> list[Path]:
-    """mkdir -p, returning the dirs this call created, deepest last."""
+def _make_dirs(path: Path, created: list[Path] | None = None) -> list[Path]:
+    """mkdir -p, returning the dirs this call created, deepest last (also appended to `created` as they appear,
+    so a caller that fails half-way knows what to remove)."""
     missing = []
     p = path
     while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
-    created = []
+    created = [] if created is None else created
     for d in reversed(missing):
         try:
             d.mkdir()

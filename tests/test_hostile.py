@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from helpers import FAST, finish, make_folder, metrics_of, one_line_error, run_cli, start_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def _nothing_under(path: Path) -> bool:
@@ -335,3 +337,40 @@ def test_val_fraction_zero_trains_on_every_row_with_the_last_weights(tmp_path: P
     assert m["val_acc_best"] is None and m["data"]["n_train"] == 600 and m["data"]["n_val"] == 0
     assert (run / "submission.csv").is_file() and not (run / "checkpoints" / "best.ckpt").exists()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+# --- the file system's refusals, in the run-dir owner ----------------------------------------------------------------
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    mode=st.sampled_from(["run", "sweep"]),
+    case=st.sampled_from(["long name", "marker is a dir", "claim is a dir", "parent is a file"]),
+    length=st.integers(256, 400),
+    depth=st.integers(0, 2),
+)
+def test_a_file_system_refusal_is_one_line_and_leaves_nothing(
+    tmp_path_factory: pytest.TempPathFactory, mode: str, case: str, length: int, depth: int
+) -> None:
+    """Whatever the file system refuses while a dir is checked and claimed (a name over 255 bytes, a marker name
+    taken by a directory, a parent that is a file), the command stops with one UserError naming a path, and the
+    tree is as it was."""
+    from digits import cli_args
+    from digits.errors import UserError
+
+    cwd = tmp_path_factory.mktemp("fs")
+    target = Path("outputs", *(["deeper"] * depth), "r")
+    if case == "long name":
+        target = target.parent / ("x" * length)
+    elif case == "parent is a file":
+        (cwd / "outputs").mkdir()
+        (cwd / "outputs" / "f").write_text("mine")
+        target = Path("outputs", "f", "r")
+    else:
+        marker = ".digits-dir" if case == "marker is a dir" else ".digits-claim"
+        (cwd / target / marker).mkdir(parents=True)
+    before = sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*"))
+    key = "hydra.sweep.dir" if mode == "sweep" else "hydra.run.dir"
+    args = [*(["-m", "lr=0.1,0.2"] if mode == "sweep" else []), "debug=fast", f"{key}={cwd / target}"]
+    with pytest.raises(UserError) as e:
+        cli_args.prepare(args)
+    assert e.value.file and "\n" not in str(e.value)
+    assert sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*")) == before
