@@ -24,3 +24,18 @@ def data_home() -> str:
 def mnist_root() -> str:
     """The embedded MNIST's folder when a config names none."""
     return str(Path(data_home()) / "mnist")
+
+
+def portable(path: str | Path) -> str:
+    """A data folder as a run's record names it, without this machine's home or cache: the embedded MNIST's
+    default place as `$DIGITS_DATA/mnist` or `~/.cache/digits/mnist` (what the docs call it), a folder below the
+    working directory relative to it, anything else as it is (the user's own path, which only they know)."""
+    path = Path(path).absolute()
+    if os.environ.get("DIGITS_DATA") and path == Path(os.environ["DIGITS_DATA"]).absolute() / "mnist":
+        return "$DIGITS_DATA/mnist"
+    home = Path.home()
+    if path.is_relative_to(home) and path.is_relative_to(user_cache_dir()):
+        return "~/" + str(path.relative_to(home))
+    if path.is_relative_to(Path.cwd()):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)

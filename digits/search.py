@@ -326,7 +326,8 @@ class SearchSweeperBase(Sweeper):
 
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in optuna.trial.TrialState}
-        out: dict[str, Any] = {"study_name": self.study_name, "storage": _shown(self.storage_url()), "trials": states}
+        where = "study.db in the sweep dir" if self.storage is None else _shown(self.storage_url())  # no local path
+        out: dict[str, Any] = {"study_name": self.study_name, "storage": where, "trials": states}
         if complete:
             best = study.best_trial
             out.update(name="optuna", best_trial=best.number, best_value=best.value, best_params=best.params)

@@ -42,7 +42,9 @@ def main(run_dirs: list[str]) -> None:
         assert dm.val is not None and dm.val.labels is not None
         line = []
         for name, shifts in VIEWS.items():
-            probs = torch.stack([predict_probs(net, shifted(dm.val.images, dy, dx), precision=precision_of(cfg)) for dy, dx in shifts]).mean(0)
+            probs = torch.stack(
+                [predict_probs(net, shifted(dm.val.images, dy, dx), precision=precision_of(cfg)) for dy, dx in shifts]
+            ).mean(0)
             wrong = int((probs.argmax(1) != dm.val.labels).sum())
             errors[name] += wrong
             line.append(f"{name} {wrong}")

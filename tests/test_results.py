@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -310,3 +311,26 @@ def test_the_search_comparison_is_the_committed_studies() -> None:
     assert front in (ROOT / "README.md").read_text()
     for study in ("search_none", "search_median"):
         assert _tables().table(study) in (ROOT / "results" / study / "README.md").read_text()
+
+
+def test_the_index_quotes_deottes_time_from_the_records() -> None:
+    """results/README.md's cost of `model=deotte`: its median epoch time over best_bf16's, the same machine."""
+    import statistics
+
+    tables = _tables()
+
+    def median_epoch(study: str) -> float:
+        return statistics.median(statistics.median(m["epoch_seconds"]) for _, m in tables.jobs(study))
+
+    ratio = median_epoch("best_deotte") / median_epoch("best_bf16")
+    assert f"at {ratio:.2f}x the median epoch time" in (ROOT / "results" / "README.md").read_text()
+
+
+def test_no_committed_record_names_a_path_of_the_machine_it_ran_on() -> None:
+    """Every record of every study, searches included: no absolute path, no home or temporary folder, no
+    sqlite:////<abs> URL."""
+    machine = re.compile(r'"/(?:tmp|root|home|work|Users|var)/|sqlite:////|: /(?:tmp|root|home|work)/')
+    files = [p for p in (ROOT / "results").rglob("*") if p.suffix in (".json", ".yaml", ".csv") and p.is_file()]
+    assert len(files) > 150
+    found = [str(p.relative_to(ROOT)) for p in files if machine.search(p.read_text(errors="replace"))]
+    assert not found, found[:5]

@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from digits.cache import mnist_root
+from digits.cache import mnist_root, portable
 from digits.data.augment import Augment
 from digits.data.batches import TensorBatches
 from digits.data.csv import DigitArrays, check_folder, data_files, load_csv
@@ -152,7 +152,7 @@ class DigitsDataModule(L.LightningDataModule):
     def describe(self) -> dict:
         """Where the data came from and how it was split, for a run's record."""
         return {
-            "dir": str(self.data_dir),
+            "dir": portable(self.data_dir),  # no path of this machine's cache in a record that may be shared
             "n_train": len(self.train) if self.train is not None else 0,
             "n_val": len(self.val) if self.val is not None else 0,
             "n_test": len(self.test) if self.test is not None else 0,
