@@ -22,6 +22,7 @@ EXTRA_OF = {
     "hydra_plugins.hydra_joblib_launcher": ("hydra-joblib-launcher", "sweep"),
     "hydra_plugins.hydra_submitit_launcher": ("hydra-submitit-launcher", "sweep"),
     "submitit": ("submitit", "sweep"),
+    "cloudpickle": ("cloudpickle", "sweep"),
     "optuna": ("optuna", "sweep"),
     "mlflow": ("mlflow", "track"),
     "onnx": ("onnx", "export"),
@@ -34,6 +35,7 @@ EXTRA_OF = {
 NEEDS_OF_TARGET = {
     "digits.logger.EpochMLFlowLogger": ("mlflow",),
     "hydra_plugins.digits_search.search_sweeper.SearchSweeper": ("optuna",),
+    "hydra_plugins.digits_gpus.gpu_launcher.GpuLauncher": ("cloudpickle",),
 }
 
 # Configs that a plugin registers when it is installed: composing without it says "Could not load '<name>'".
@@ -51,6 +53,21 @@ COMMANDS_OF_TARGET = {
         "Debian's slurm-client brings them)",
     ),
 }
+
+
+def _no_gpu() -> str | None:
+    from digits.launcher import visible_gpus
+
+    if visible_gpus():
+        return None
+    return (
+        "a GPU, and this command sees none (CUDA_VISIBLE_DEVICES is empty, or torch finds no CUDA device); "
+        "use hydra/launcher=parallel on CPUs"
+    )
+
+
+# Targets that need something of the machine besides packages: a check that says what is missing, or None.
+MACHINE_CHECKS = {"hydra_plugins.digits_gpus.gpu_launcher.GpuLauncher": _no_gpu}
 
 
 def _module_of(target: str) -> str:
@@ -103,6 +120,9 @@ def check_config(cfg: Any) -> None:
         absent = [c for c in commands if shutil.which(c) is None]
         if absent:
             raise UserError(f"{where} ({target}) needs {service}; {', '.join(absent)} not found on PATH")
+        missing = MACHINE_CHECKS[target]() if target in MACHINE_CHECKS else None
+        if missing:
+            raise UserError(f"{where} ({target}) needs {missing}")
 
 
 def _targets(node: Any, path: str):

@@ -7,6 +7,7 @@ predictions.npz, metrics.json (and submission.csv for an unlabelled test split).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -148,6 +149,7 @@ def _record(
     record.data = dm.describe()
     record.device, record.precision = str(dm.train.images.device), str(trainer.precision)
     record.threads = torch.get_num_threads()
+    record.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     best = _best_checkpoint(trainer)
     # Both sides resolved: Lightning resolves the checkpoint's path, and a run dir reached through a symlink (an
     # outputs/ that links elsewhere) would otherwise not contain it.

@@ -142,6 +142,7 @@ class RunRecord:
     # CPU threads of the run's matrix products: another count sums in another order, so "the same seed on the same
     # machine gives the same numbers" holds for the same count (a parallel sweep gives each job cores / n_jobs).
     threads: int | None = None
+    cuda_visible_devices: str | None = None  # the GPUs the process was given (hydra/launcher=gpus sets one a job)
     best_checkpoint: str | None = None
     tested_weights: str | None = None
     tested_checkpoint: str | None = None  # the file holding the tested weights, relative to the run dir

@@ -333,6 +333,12 @@ class SearchConf:
     params: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class GpusLauncherConf:
+    _target_: str = target("hydra_plugins.digits_gpus.gpu_launcher.GpuLauncher")
+    jobs_per_gpu: int = rule(1, ge=1, le=64, what="jobs at a time on each GPU")
+
+
 def job_dir_name(num: Any, varied: str) -> str:
     """A sweep job's dir: its number, then what it varies (`3_lr=0.01,optim=adam`); '/' in a value would nest. A
     number of more than 6 significant digits (a search's sample, lr=0.02553378845151235) is named by 4 of them
@@ -377,6 +383,7 @@ def register() -> None:
     cs.store(group="schema/trainer", name="default", node=TrainerConf)
     cs.store(group="schema/callbacks", name="default", node=CallbacksConf)
     cs.store(group="schema", name="search", node=SearchConf)
+    cs.store(group="schema/launcher", name="gpus", node=GpusLauncherConf)
 
 
 register()

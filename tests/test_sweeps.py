@@ -13,7 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from helpers import FAST, ROOT, make_folder, metrics_of, only_run_dir, run_cli
+from helpers import FAST, ROOT, make_folder, metrics_of, one_line_error, only_run_dir, run_cli
 from hydra import compose, initialize_config_dir
 from hypothesis import given as generated
 from hypothesis import settings
@@ -295,3 +295,28 @@ def test_jobs_that_differ_only_by_seed_are_grouped(accs: list[float], other: lis
     page = _groups_markdown(groups.reset_index())
     assert f"| lr=0.1 | {len(accs)} | " in page
     assert f"{100 * statistics.mean(accs):.3f}% ± {100 * statistics.stdev(accs):.3f}" in page
+
+
+def test_the_gpu_launcher_places_jobs_per_gpu_and_resumes(
+    tmp_path: Path, grid_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hydra/launcher=gpus on a machine without GPUs: CUDA_VISIBLE_DEVICES=0,1 and trainer.accelerator=cpu exercise
+    the placement. Four jobs at jobs_per_gpu=2: two on each GPU, each in its own process, all complete; the same
+    command again skips them (the sweep's identity and resume hold as for the other launchers)."""
+    pytest.importorskip("cloudpickle", reason="hydra/launcher=gpus needs the sweep extra")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    sweep = tmp_path / "gpus"
+    args = ["-m", "hydra/launcher=gpus", "hydra.launcher.jobs_per_gpu=2", "trainer.accelerator=cpu"]
+    args += [f"data.dir={grid_dir}", *FAST, "trainer.max_epochs=1", "lr=0.01,0.02,0.05,0.1", f"hydra.sweep.dir={sweep}"]
+    run_cli(args, cwd=tmp_path)
+    records = [metrics_of(d) for d in sorted(sweep.iterdir()) if (d / "metrics.json").is_file()]
+    assert [r["status"] for r in records] == ["completed"] * 4
+    assert sorted(r["cuda_visible_devices"] for r in records) == ["0", "0", "1", "1"]
+    before = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    run_cli(args, cwd=tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")} == before
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    proc = run_cli([*args[:-1], f"hydra.sweep.dir={tmp_path / 'none'}"], cwd=tmp_path, check=False)
+    one_line_error(proc, "needs a GPU, and this command sees none")
+    assert not (tmp_path / "none").exists()
