@@ -17,11 +17,13 @@ forward, backward, no optimizer). The last line is `ratio=<b/a>` of epoch times:
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
 import statistics
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -159,6 +161,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="a CSV folder (default: the embedded MNIST)")
+    p.add_argument("--record", type=Path, default=None, help="also write the raw numbers here, as JSON")
     p.add_argument("override", nargs="*", help="extra config overrides for (b), e.g. compile=true")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -205,6 +208,29 @@ def main() -> None:
             f"test acc {acc}, peak mem {r['peak_mb']:,.0f} MiB  [epochs: {epochs}]"
         )
     print(f"ratio={steady['b'] / steady['a']:.3f}")
+    if args.record:  # the run's raw output, the form benchmarks/records/ commits
+        record = {
+            "benchmark": "train_speed",
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": f"{device} ({card})",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "batch": args.batch_size,
+            "batches_per_epoch": batches,
+            "overrides": args.override,
+            "mflop_per_image": flops / 1e6,
+            "loops": {
+                key: {
+                    "name": names[key],
+                    "epoch_seconds": r["epoch_seconds"],
+                    "test_acc": r["acc"],
+                    "peak_mb": r["peak_mb"],
+                }
+                for key, r in results.items()
+            },
+            "ratio": steady["b"] / steady["a"],
+        }
+        args.record.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
