@@ -404,6 +404,7 @@ def _check_sweep_identity(sweep: RunDir, jobs: list[dict[str, Any]], args: list[
         return
     ids_before, ids_now = [j["id"] for j in before], [j["id"] for j in jobs]
     if ids_now[: len(ids_before)] == ids_before:
+        _check_sweep_data(sweep)
         return
     if len(before) == len(jobs) == 1 and "key" in before[0] and "key" in jobs[0]:  # a search: name what changed
         was, now = before[0], jobs[0]
@@ -422,6 +423,31 @@ def _check_sweep_identity(sweep: RunDir, jobs: list[dict[str, Any]], args: list[
         "appending values to what it sweeps, or choose another hydra.sweep.dir",
         sweep.path,
     )
+
+
+def _check_sweep_data(sweep: RunDir) -> None:
+    """A sweep resumed or extended trains its new jobs on the data its finished ones saw, byte for byte: the
+    summary ranks them together and an ensemble averages them. Each folder's files are hashed once."""
+    from digits import fingerprint
+    from digits.runs import job_dirs
+
+    now: dict[str, dict[str, Any]] = {}
+    for job in job_dirs(sweep.path):
+        stored = RunDir(job).read_fingerprint()
+        if not stored or not stored.get("data"):
+            continue
+        first = next(iter(stored["data"].values()))
+        folder = Path(first["path"]).parent
+        key = str(folder)
+        if key not in now:
+            now[key] = fingerprint.data_identity(folder) if folder.is_dir() else {}
+        diff = fingerprint.data_difference(stored["data"], now[key])
+        if diff:
+            raise UserError(
+                f"{diff}, since the sweep's job {job.name} trained on it; a sweep's jobs see the same data, so "
+                "start a new sweep (another hydra.sweep.dir) for the new data",
+                sweep.path,
+            )
 
 
 def _stored_jobs(sweep: RunDir, cfg: DictConfig) -> list[dict[str, Any]] | None:
@@ -589,8 +615,15 @@ def _check_resume(run: RunDir, plain: dict[str, Any]) -> None:
     from digits import fingerprint
 
     stored = run.read_fingerprint()
-    if stored is None:
-        return  # a run from before fingerprints: its overrides were replayed as they were
+    if stored is None:  # a run from before fingerprint.json: its last.ckpt still carries the config it trained with
+        if run.last_checkpoint.is_file():
+            from digits.evaluate import load_checkpoint
+
+            ckpt = load_checkpoint(run.last_checkpoint)
+            if isinstance(ckpt.get("digits_config"), dict):
+                theirs = fingerprint.trajectory(ckpt["digits_config"])
+                fingerprint.check_same_config(theirs, fingerprint.trajectory(plain), run.path)
+        return
     data_dir = fingerprint.data_dir_of(plain)
     now = fingerprint.of_run(plain, data_dir if data_dir.is_dir() else None)
     fingerprint.check_same(stored, now, run.path)

@@ -133,14 +133,32 @@ def check_same(stored: dict[str, Any], now: dict[str, Any], where: Path, what: s
         raise UserError(f"{what} must continue the same run, but {diff} (start a new run for other settings)", where)
 
 
+# Keys a run fills in itself when its config leaves them open (the device policy, the weights a run without
+# validation keeps): a checkpoint's config holds the filled value where the command had null.
+FILLED = ("data.batch_size", "final_weights", "trainer.precision", "channels_last")
+
+
+def check_same_config(was: dict[str, Any], now: dict[str, Any], where: Path) -> None:
+    """A resume of a run that has only its checkpoint's config to go by: the same trajectory, less what the run
+    filled in itself (a null there was a choice left to the run, which made the same one again)."""
+    open_now = {k for k in FILLED if now.get(k) is None}  # the command leaves it to the run, as the run did
+    diff = first_difference(
+        {k: v for k, v in was.items() if k not in open_now}, {k: v for k, v in now.items() if k not in open_now}
+    )
+    if diff is not None:
+        raise UserError(
+            f"a resume must continue the same run, but {diff} (from its last.ckpt; start a new run for other settings)",
+            where,
+        )
+
+
 def check_checkpoint(stored: dict[str, Any], ckpt: dict[str, Any], path: Path) -> None:
     """A checkpoint a resume would load must have been written by this run (its digest), not copied from another."""
     if ckpt.get("digits_fingerprint") in (None, stored.get("digest")):
         return
     theirs = trajectory(ckpt.get("digits_config") or {})
-    filled = ("data.batch_size", "final_weights")  # set by the run itself when its config leaves them open
     diff = first_difference(
-        {k: v for k, v in (stored.get("config") or {}).items() if k not in filled},
-        {k: v for k, v in theirs.items() if k not in filled},
+        {k: v for k, v in (stored.get("config") or {}).items() if k not in FILLED},
+        {k: v for k, v in theirs.items() if k not in FILLED},
     )
     raise UserError(f"was written by another run ({diff or 'other data'}); it is not resumed", path)

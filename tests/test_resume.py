@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import FAST, finish, job_dir, metrics_of, run_cli, start_cli
+from helpers import FAST, finish, job_dir, metrics_of, one_line_error, run_cli, start_cli
 
 SAME = ["status", "epochs", "best_epoch", "val_acc_best", "test_acc", "test_loss", "train_loss_last", "val_loss_last"]
 # 540 training rows at batch 32: 16 steps an epoch, so step 24 is the middle of the second epoch.
@@ -172,3 +172,25 @@ def test_a_signal_ignored_from_the_start_stays_ignored_while_training() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize("change", ["lr=0.5", "model=ann", "data.batch_size=16"])
+def test_a_run_without_fingerprint_json_is_checked_against_its_last_checkpoint(
+    reference: tuple[Path, Path], tmp_path: Path, change: str
+) -> None:
+    """A run from before fingerprint.json (here: the file removed) still carries the config it trained with in
+    last.ckpt: a resume that changes the weights' trajectory is refused naming the key, and nothing is written."""
+    cwd, data = reference
+    victim = tmp_path / "old"
+    killer = ["+callbacks.extra.killer._target_=killer.SignalAtStep", "+callbacks.extra.killer.step=24"]
+    proc = run_cli([f"data.dir={data}", f"hydra.run.dir={victim}", *LONG, *killer], cwd=cwd, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    (victim / "fingerprint.json").unlink()
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in victim.rglob("*"))
+    proc = run_cli([f"resume={victim}", "callbacks.extra.killer=null", change], cwd=cwd, check=False)
+    one_line_error(proc, f"{change.split('=')[0].split('.')[0]}")
+    assert "from its last.ckpt" in proc.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in victim.rglob("*")) == before
+    if change == "lr=0.5":  # the same run, resumed as it was, goes on
+        run_cli([f"resume={victim}", "callbacks.extra.killer=null"], cwd=cwd)
+        assert metrics_of(victim)["status"] == "completed"

@@ -320,3 +320,21 @@ def test_the_gpu_launcher_places_jobs_per_gpu_and_resumes(
     proc = run_cli([*args[:-1], f"hydra.sweep.dir={tmp_path / 'none'}"], cwd=tmp_path, check=False)
     one_line_error(proc, "needs a GPU, and this command sees none")
     assert not (tmp_path / "none").exists()
+
+
+def test_a_sweep_is_not_resumed_or_extended_on_changed_data(tmp_path: Path) -> None:
+    """Its finished jobs trained on the data as it was: a re-run or an extension after train.csv changed would
+    rank and ensemble jobs of two data sets together. Refused in one line naming the file, nothing written."""
+    data = make_folder(tmp_path / "d", n_train=200, n_test=50, header="grid", test="labelled")
+    sweep = tmp_path / "s"
+    args = ["-m", f"data.dir={data}", *FAST, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
+    run_cli([*args, "lr=0.05,0.1"], cwd=tmp_path)
+    lines = (data / "train.csv").read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + ",7"  # one pixel of one row
+    (data / "train.csv").write_text("\n".join(lines) + "\n")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in sweep.rglob("*"))
+    for values in ("lr=0.05,0.1", "lr=0.05,0.1,0.2"):
+        proc = run_cli([*args, values], cwd=tmp_path, check=False)
+        one_line_error(proc, "data file train.csv")
+        assert "since the sweep's job" in proc.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in sweep.rglob("*")) == before
