@@ -170,9 +170,11 @@ def _first_line(e: BaseException) -> str:
 class Composer:
     """Composes the training config the way `python -m digits.train` will, turning errors into one line."""
 
-    def __init__(self) -> None:
+    def __init__(self, machine: bool = True) -> None:
+        """machine=False leaves out what only running needs (a GPU for hydra/launcher=gpus): for --cfg."""
         from hydra import initialize_config_dir
 
+        self.machine = machine
         self._ctx = initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
 
     def __enter__(self) -> Composer:
@@ -192,7 +194,7 @@ class Composer:
         except (HydraException, OmegaConfBaseException, ValueError) as e:
             raise UserError(extras.explain_missing_config(str(e)) or self._explain(e, overrides)) from None
         self.plain = schema.validate(cfg)
-        extras.check_config(cfg)  # a launcher, sweeper or logger whose package is missing: before anything is written
+        extras.check_config(cfg, machine=self.machine)  # a missing package or GPU: before anything is written
         return cfg
 
     def _explain(self, e: BaseException, overrides: list[str]) -> str:
@@ -555,7 +557,7 @@ def _compose_command(args: list[str], show: str | None = None) -> tuple[list[Any
     given = [a for a in args if not a.startswith("-")]
     plain = [a for a, o in zip(given, overrides) if not o.is_sweep_override()]
     jobs: list[dict[str, Any]] = []
-    with Composer() as composer:
+    with Composer(machine=show is None) as composer:
         cfg = composer.compose(plain if sweeps else given)
         run_plain = composer.plain
         multirun = any(a in MULTIRUN_FLAGS for a in args) or str(cfg.hydra.mode) == "RunMode.MULTIRUN"

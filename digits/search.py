@@ -270,6 +270,7 @@ class SearchSweeperBase(Sweeper):
             self._run(study, trials, fixed, arguments, job_idx)
             job_idx += len(trials)
             _stop_without_progress(study)
+        _stop_without_progress(study, at_end=True)
         _wait_for_others(study)
         self._write_results(study)
         return study
@@ -388,13 +389,14 @@ def _repeat_of(study: Any, trial: Any) -> int | None:
 NO_PROGRESS = 3  # failed trials, with none finished, after which a search stops: its space or base config is broken
 
 
-def _stop_without_progress(study: Any) -> None:
-    """A search whose first trials all fail would go on failing: stop it in one line naming the first failure."""
+def _stop_without_progress(study: Any, at_end: bool = False) -> None:
+    """A search whose first trials all fail would go on failing: stop it in one line naming the first failure. At
+    its end (n_trials reached, or a finite space exhausted), any search all of whose trials failed says so too."""
     import optuna
 
     counted = _counted_trials(study)
     failed = [t for t in counted if t.state == optuna.trial.TrialState.FAIL]
-    if len(failed) >= NO_PROGRESS and len(failed) == len(counted):
+    if len(failed) >= (1 if at_end else NO_PROGRESS) and len(failed) == len(counted):
         first = failed[0]
         why = first.user_attrs.get("error") or "see its job dir's train.log"
         raise UserError(

@@ -34,14 +34,14 @@ def _states(study) -> dict[str, int]:
     return out
 
 
-def _search(grid_dir: Path, sweep: Path, *more: str, lr: str = "choice(0.05,0.1)") -> list[str]:
+def _search(grid_dir: Path, sweep: Path, *more: str, lr: str = "choice(0.05,0.1)", dropout: str = "0.0") -> list[str]:
     return [
         "-m",
         "hydra/sweeper=search",
         f"data.dir={grid_dir}",
         *FAST,
         "model=lenet",
-        f"hydra.sweeper.params={{lr: '{lr}', optim: sgd, model.dropout: '0.0'}}",
+        f"hydra.sweeper.params={{lr: '{lr}', optim: sgd, model.dropout: '{dropout}'}}",
         f"hydra.sweep.dir={sweep}",
         *more,
     ]
@@ -83,10 +83,15 @@ def test_a_search_killed_with_sigkill_continues_where_it_stopped(tmp_path: Path,
 
 def _pruning_seed() -> int:
     """A RandomSampler seed that draws at least three good rates among the first four trials (the pruner's
-    startup) and a hopeless one after them: then pruning must happen."""
+    startup) and a hopeless one after them: then pruning must happen. The space is the test's: lr, then a dropout
+    too small to matter, which makes every trial a new point (a search refuses repeats)."""
+    space = {
+        "lr": optuna.distributions.CategoricalDistribution([0.1, 1e-7]),
+        "model.dropout": optuna.distributions.FloatDistribution(0.0, 0.01),
+    }
     for seed in range(100):
         s = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-        lrs = [s.ask({"lr": optuna.distributions.CategoricalDistribution([0.1, 1e-7])}).params["lr"] for _ in range(6)]
+        lrs = [s.ask(space).params["lr"] for _ in range(6)]
         if lrs[:4].count(0.1) >= 3 and 1e-7 in lrs[4:]:
             return seed
     raise AssertionError("no seed")
@@ -106,6 +111,7 @@ def test_pruning_stops_hopeless_trials_and_they_are_never_the_best(tmp_path: Pat
         "trainer.max_epochs=4",
         "trainer.limit_train_batches=6",
         lr="choice(0.1,1e-7)",
+        dropout="interval(0.0, 0.01)",
     )
     run_cli(args, cwd=tmp_path)
     study = _study(f"sqlite:///{sweep / 'study.db'}")
@@ -419,7 +425,7 @@ def test_a_search_whose_trials_all_fail_stops_in_one_line(tmp_path: Path, grid_d
         "trainer.limit_train_batches=3",
         "hydra.sweeper.n_trials=20",
     ]
-    proc = run_cli(_search(grid_dir, sweep, *broken), cwd=tmp_path, check=False)
+    proc = run_cli(_search(grid_dir, sweep, *broken, lr="interval(0.01, 0.2)"), cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("digits: error: the search stopped: its first 3 trials all failed"), last
@@ -447,3 +453,12 @@ def test_a_search_is_identified_by_its_resolved_config_not_its_text(
     proc = run_cli(more, cwd=tmp_path, check=False)
     one_line_error(proc, "holds another search (data.location: was")
     assert str(other) in proc.stderr
+
+
+def test_a_finite_space_whose_every_point_failed_ends_in_one_line(tmp_path: Path, grid_dir: Path) -> None:
+    """Two points, both failing: the search has nothing new to try and nothing that worked, which is one line."""
+    sweep = tmp_path / "search"
+    broken = ["scheduler=onecycle", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "hydra.sweeper.n_trials=5"]
+    proc = run_cli(_search(grid_dir, sweep, *broken), cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("digits: error: the search stopped: its first 2 trials")
