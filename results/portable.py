@@ -2,7 +2,7 @@
 now follows itself: a data folder as `digits.cache.portable` names it, a search's default storage as the study.db in
 its sweep dir. Records written before those rules get the same form; nothing else in them changes.
 
-    python results/portable.py results/<study> [DIGITS_DATA of the run]
+    python results/portable.py results/<study> [DIGITS_DATA of the run] [--cwd DIR: the run's working directory]
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from pathlib import Path
 import yaml
 
 
-def data_dir(recorded: str, digits_data: str | None) -> str:
+def data_dir(recorded: str, digits_data: str | None, cwd: str | None = None) -> str:
     if digits_data and Path(recorded) == Path(digits_data) / "mnist":
         return "$DIGITS_DATA/mnist"
+    if cwd and Path(recorded).is_relative_to(cwd):  # below the run's working directory: relative to it
+        return str(Path(recorded).relative_to(cwd))
     return recorded
 
 
@@ -31,11 +33,11 @@ def storage(recorded: str, study: Path) -> str:
     return recorded
 
 
-def main(study: Path, digits_data: str | None) -> None:
+def main(study: Path, digits_data: str | None, cwd: str | None = None) -> None:
     for path in sorted(study.glob("*/metrics.json")):
         record = json.loads(path.read_text())
         if isinstance(record.get("data"), dict) and isinstance(record["data"].get("dir"), str):
-            record["data"]["dir"] = data_dir(record["data"]["dir"], digits_data)
+            record["data"]["dir"] = data_dir(record["data"]["dir"], digits_data, cwd)
             path.write_text(json.dumps(record, indent=2) + "\n")
     search = study / "search.json"
     if search.is_file():
@@ -50,4 +52,7 @@ def main(study: Path, digits_data: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
+    args = sys.argv[1:]
+    cwd = args[args.index("--cwd") + 1] if "--cwd" in args else None
+    rest = [a for i, a in enumerate(args) if a != "--cwd" and (i == 0 or args[i - 1] != "--cwd")]
+    main(Path(rest[0]), rest[1] if len(rest) > 1 else None, cwd)
