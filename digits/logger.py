@@ -353,6 +353,8 @@ class EpochMLFlowLogger(MLFlowLogger):
         check_server(tracking_uri)
         self.run_dir = RunDir(run_dir)
         stored = self._stored(tracking_uri)
+        if stored is not None:
+            stored = self._bound(tracking_uri, stored)
         db = _sqlite_file(tracking_uri)  # local: the artifacts beside the database, not in ./mlruns
         artifacts = (db.parent / "mlartifacts").absolute().as_uri() if db is not None else None
         with _store_lock(tracking_uri):  # a new SQLite store gets its tables here: one process at a time
@@ -379,6 +381,32 @@ class EpochMLFlowLogger(MLFlowLogger):
             return None
         return kept.get("run_id") if isinstance(kept, dict) and kept.get("tracking_uri") == uri else None
 
+    def _bound(self, uri: str, run_id: str) -> str | None:
+        """The MLflow run mlflow.json names, if it is this run's: its own tags name this run dir (or one that is
+        gone: the dir was moved) and this run's fingerprint. A copied dir's mlflow.json names the original's run,
+        and an edited one any run: logging there would mix two runs' epochs, so this run gets a new MLflow run."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            with _store_lock(uri):
+                tags = MlflowClient(uri).get_run(run_id).data.tags
+        except MlflowException:
+            tags = None
+        mine = str(self.run_dir.path.absolute())
+        digest = (self.run_dir.read_fingerprint() or {}).get("digest")
+        why = None
+        if tags is None:
+            why = "is not on this tracking server"
+        elif tags.get("digits.fingerprint") not in (None, digest):
+            why = "belongs to another run (another fingerprint)"
+        elif tags.get("digits.run_dir") not in (None, mine) and Path(tags["digits.run_dir"]).exists():
+            why = f"belongs to the run dir {tags['digits.run_dir']}, of which this one is a copy"
+        if why is None:
+            return run_id
+        log.warning("MLflow: the run %s that mlflow.json names %s; this run logs to a new MLflow run", run_id, why)
+        return None
+
     @rank_zero_only
     def start(self, cfg: DictConfig) -> None:
         from mlflow.entities import Param, RunTag
@@ -396,6 +424,8 @@ class EpochMLFlowLogger(MLFlowLogger):
                 flat = fingerprint.flatten(plain_config(cfg))  # lists stay one value
                 params = [Param(k, "null" if v is None else str(v)) for k, v in flat.items() if k not in have]
                 tags = {"status": "running", "precision": str(cfg.trainer.precision), "git_commit": git_commit()}
+                tags["digits.run_dir"] = str(self.run_dir.path.absolute())  # a moved dir's resume renames it
+                tags["digits.fingerprint"] = str((self.run_dir.read_fingerprint() or {}).get("digest"))
                 tags.update({"digits.sweep_dir": str(Path(cfg.paths.output_dir).absolute().parent)} if _swept() else {})
                 for i in range(0, len(params), 100):
                     client.log_batch(run_id, params=params[i : i + 100])
