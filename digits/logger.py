@@ -146,6 +146,36 @@ class EpochTensorBoardLogger(TensorBoardLogger):
 
 
 # --- CSV ----------------------------------------------------------------------------------------------------------
+def _read_rows(path: Path) -> dict[int, dict[str, float]]:
+    """The rows of a run's own csv/metrics.csv, read strictly: a resume keeps them, so a file that is not what this
+    logger writes (another header, a step that is not an epoch number, a cell that is not a number) is one line
+    naming the row and column, not a traceback and not a history taken in on trust."""
+    rows: dict[int, dict[str, float]] = {}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or reader.fieldnames[0] != "step":
+                raise UserError("is not the CSV this logger writes (its first column is not step)", path)
+            for line, row in enumerate(reader, start=2):
+                if None in row or None in row.values():
+                    raise UserError("has a row of another width than its header", path, line)
+                step_text = row.pop("step")
+                if not step_text.isdigit() or int(step_text) < 1 or int(step_text) in rows:
+                    raise UserError(f"{step_text!r} is not a new epoch number", path, line, "step")
+                values: dict[str, float] = {}
+                for key, text in row.items():
+                    if text == "":
+                        continue
+                    try:
+                        values[key] = float(text)
+                    except ValueError:
+                        raise UserError(f"{text!r} is not a number", path, line, key) from None
+                rows[int(step_text)] = values
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot be read ({type(e).__name__})", path) from None
+    return rows
+
+
 class _EpochRows:
     """Lightning's CSV experiment writer, one row per epoch: the epoch's records (validation, then training) merge
     into one row, and the whole file is rewritten atomically at each save. A resumed run keeps the rows of the
@@ -162,10 +192,7 @@ class _EpochRows:
         self._fresh = True
         os.makedirs(log_dir, exist_ok=True)
         if os.path.isfile(self.metrics_file_path):
-            with open(self.metrics_file_path, newline="") as f:
-                for row in csv.DictReader(f):
-                    step = int(row.pop("step"))
-                    self.rows[step] = {k: float(v) for k, v in row.items() if v not in ("", None)}
+            self.rows = _read_rows(Path(self.metrics_file_path))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if step is None:
@@ -173,6 +200,14 @@ class _EpochRows:
         if self._fresh:  # a resumed run logs from the epoch after its checkpoint: later rows were never finished
             self.rows = {s: r for s, r in self.rows.items() if s < step}
             self._fresh = False
+            missing = [s for s in range(1, step) if s not in self.rows]
+            if missing:  # a file cut short: say so, rather than resume into a history with a hole
+                log.warning(
+                    "%s has no row for epoch%s %s of the run; those rows stay missing (metrics.json has them)",
+                    self.metrics_file_path,
+                    "s" if len(missing) > 1 else "",
+                    ", ".join(map(str, missing)),
+                )
         row = self.rows.setdefault(step, {})
         row.update({k: float(v) for k, v in metrics.items()})
 

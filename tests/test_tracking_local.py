@@ -7,7 +7,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import FAST, metrics_of, run_cli
+from helpers import FAST, metrics_of, one_line_error, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_tracking import SERIES, _csv_history, _histories, _same_history
 
 
@@ -94,3 +96,68 @@ def test_a_copied_run_dir_resumed_never_logs_into_the_originals_mlflow_run(tmp_p
     proc = run_cli([f"resume={other}", "callbacks.extra.killer=null"], tmp_path)
     assert "belongs to another run (another fingerprint)" in proc.stdout + proc.stderr
     assert [m.step for m in client.get_metric_history(original, "val/acc")] == before
+
+
+@pytest.fixture(scope="module")
+def killed_csv_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A run with logger=csv killed in its third epoch: csv/metrics.csv holds two epochs' rows."""
+    from helpers import make_folder
+
+    cwd = tmp_path_factory.mktemp("csvrun")
+    data = make_folder(cwd / "grid", header="grid", test="labelled")
+    run = cwd / "run"
+    killer = ["+callbacks.extra.killer._target_=killer.SignalAtStep", "+callbacks.extra.killer.step=40"]
+    base = [f"data.dir={data}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=3", "data.batch_size=32"]
+    assert run_cli([*base, "logger=csv", *killer], cwd, check=False).returncode == -signal.SIGKILL
+    assert len((run / "csv" / "metrics.csv").read_text().splitlines()) == 3  # header and two epochs
+    return cwd, run
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    row=st.integers(1, 2),
+    where=st.sampled_from(["step", "cell", "header", "width"]),
+    junk=st.from_regex(r"[a-z][a-z0-9.]{0,6}", fullmatch=True),
+)
+def test_a_damaged_csv_log_stops_a_resume_in_one_line(
+    killed_csv_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory, row: int, where: str, junk: str
+) -> None:
+    """Any damage to the rows a resume would keep (a step that is no epoch number, a cell that is no number,
+    another header, a row of another width) is one line naming the file and row, before anything is written."""
+    import shutil
+
+    cwd, run = killed_csv_run
+    copy = tmp_path_factory.mktemp("damaged") / "run"
+    shutil.copytree(run, copy)
+    (copy / ".digits-claim").unlink(missing_ok=True)
+    path = copy / "csv" / "metrics.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[row].split(",")
+    if where == "step":
+        cells[0] = junk
+    elif where == "cell":
+        cells[-1] = junk
+    elif where == "width":
+        cells.append("1")
+    if where == "header":
+        lines[0] = junk + lines[0][4:]
+    else:
+        lines[row] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    before = path.read_bytes()
+    proc = run_cli([f"resume={copy}", "callbacks.extra.killer=null"], cwd, check=False)
+    one_line_error(proc, "csv/metrics.csv")
+    assert path.read_bytes() == before and not (copy / "metrics.json").exists()
+
+
+def test_a_truncated_csv_log_resumes_and_says_what_it_lacks(killed_csv_run: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    cwd, run = killed_csv_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / ".digits-claim").unlink(missing_ok=True)
+    path = copy / "csv" / "metrics.csv"
+    path.write_text("\n".join(path.read_text().splitlines()[:2]) + "\n")  # epoch 2's row cut off
+    proc = run_cli([f"resume={copy}", "callbacks.extra.killer=null"], cwd)
+    assert "has no row for epoch 2 of the run" in proc.stdout + proc.stderr
