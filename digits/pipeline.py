@@ -26,7 +26,7 @@ from digits.data.datamodule import DigitsDataModule
 from digits.errors import Interrupted, UserError
 from digits.evaluate import load_checkpoint, predict_splits, test_scores, val_accuracy
 from digits.module import Classifier
-from digits.runs import RunDir, RunRecord
+from digits.runs import FINISHED, RunDir, RunRecord
 from digits.schema import identity, plain_config
 
 log = logging.getLogger("digits.train")
@@ -54,12 +54,19 @@ def run(cfg: DictConfig, run_dir: RunDir, resume: bool = False) -> RunRecord | N
     try:
         got = _fit(trainer, module, dm, ckpt_path)
         if not got:
-            return _finish(cfg, run_dir, dm, module, trainer, rec) if trainer.is_global_zero else None
+            got = []
+            with SignalsAsInterrupts() as got:  # a signal while testing and recording stops it as one in fit does
+                try:
+                    return _finish(cfg, run_dir, dm, module, trainer, rec) if trainer.is_global_zero else None
+                except KeyboardInterrupt:
+                    if not got:
+                        got.append(signal.SIGINT)  # Python's own SIGINT handler, outside ours
     except BaseException:
         loggers.stop(trainer, "failed")
         raise
     loggers.stop(trainer, "interrupted")
-    if trainer.is_global_zero:
+    finished = (run_dir.read_record() or {}).get("status") in FINISHED  # recorded just before the signal: kept
+    if trainer.is_global_zero and not finished:
         name = signal.Signals(got[-1]).name
         run_dir.write_record(
             RunRecord.interrupted(identity(cfg, run_dir.overrides()), rec.history(), name, run_dir.path)
@@ -146,6 +153,12 @@ def _record(
     record = RunRecord.from_progress(_status(trainer), identity(cfg, run_dir.overrides()), rec.history())
     record.test_acc, record.test_loss = test_scores(preds)
     record.train_loss_last, record.val_loss_last = _metric(trainer, "train/loss"), _metric(trainer, "val/loss")
+    # A resume of a run whose training had ended (stopped while testing) fits nothing: the last epoch's losses are
+    # those its history holds.
+    if record.train_loss_last is None and record.train_loss:
+        record.train_loss_last = record.train_loss[-1]
+    if record.val_loss_last is None and record.val_loss:
+        record.val_loss_last = record.val_loss[-1]
     record.data = dm.describe()
     record.device, record.precision = str(dm.train.images.device), str(trainer.precision)
     record.threads = torch.get_num_threads()

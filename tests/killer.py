@@ -43,3 +43,23 @@ class SignalOnce(SignalAtStep):
             with open(self.marker, "w") as f:
                 f.write("fired\n")
             os.kill(os.getpid(), self.sig)
+
+
+class SignalWhileTesting(Callback):
+    """A signal after training, as the run scores its test split: the first call of the pipeline's predict_splits
+    sends it (deterministically inside that stage, not on a timer)."""
+
+    def __init__(self, sig: str = "SIGTERM"):
+        self.sig = getattr(signal, sig)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        from digits import pipeline
+
+        original, sig = pipeline.predict_splits, self.sig
+
+        def signalled(*args, **kwargs):
+            pipeline.predict_splits = original
+            os.kill(os.getpid(), sig)
+            return original(*args, **kwargs)
+
+        pipeline.predict_splits = signalled

@@ -194,3 +194,22 @@ def test_a_run_without_fingerprint_json_is_checked_against_its_last_checkpoint(
     if change == "lr=0.5":  # the same run, resumed as it was, goes on
         run_cli([f"resume={victim}", "callbacks.extra.killer=null"], cwd=cwd)
         assert metrics_of(victim)["status"] == "completed"
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_while_testing_leaves_an_interrupted_resumable_run(
+    reference: tuple[Path, Path], tmp_path: Path, sig: str, code: int
+) -> None:
+    """After training, while the run scores its test split: the same ending as a signal in fit (an interrupted
+    record, the resume command), and the resume finishes the run with the numbers of the run left alone."""
+    cwd, data = reference
+    run = tmp_path / "late"
+    hook = ["+callbacks.extra.late._target_=killer.SignalWhileTesting", f"+callbacks.extra.late.sig={sig}"]
+    proc = run_cli([f"data.dir={data}", f"hydra.run.dir={run}", *LONG, *hook], cwd=cwd, check=False)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    m = metrics_of(run)
+    assert m["status"] == "interrupted" and m["signal"] == sig and m["epochs"] == 4
+    assert f"resume={run}" in proc.stderr
+    run_cli([f"resume={run}", "callbacks.extra.late=null"], cwd=cwd)
+    ref, got = metrics_of(cwd / "ref"), metrics_of(run)
+    assert {k: got[k] for k in SAME} == {k: ref[k] for k in SAME}
