@@ -244,6 +244,34 @@ class Composer:
         return f"unknown key {key}{hint}; valid {where}: {', '.join(valid)}"
 
 
+def null_optional_deletions(args: list[str]) -> list[str]:
+    """A typed config cannot delete a field (OmegaConf refuses), so `~logger.csv` would fail where `~logger` works;
+    where the field may be null, removing the member is what `key=null` does, and the command is given so to Hydra.
+    A required key stays as it was, and is refused when composed."""
+    dels = [a for a in args if a.startswith("~") and "=" not in a and "." in a]
+    if not dels:
+        return args
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    values_of_flags = {i + 1 for i, a in enumerate(args) if a in FLAGS_WITH_VALUE}
+    rest = [a for i, a in enumerate(args) if a not in dels and not a.startswith("-") and i not in values_of_flags]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            base = compose(config_name="train", overrides=[a for a in rest if "," not in a.split("=", 1)[-1]])
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return args  # the composition proper will say what is wrong
+    out = []
+    for a in args:
+        key = a[1:]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if a in dels else None
+        field = node._get_node(leaf) if isinstance(node, DictConfig) and leaf in node else None
+        out.append(f"{key}=null" if field is not None and field._is_optional() else a)
+    return out
+
+
 _KINDS = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false", "String": "a string"}
 
 
@@ -509,6 +537,7 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
     (None for --help, --cfg and the like, which write nothing)."""
     args = expand_resume(args)
     args = flags_first(args)
+    args = null_optional_deletions(args)
     show = _shown_part(args)
     if show is None and any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):
         return args, None

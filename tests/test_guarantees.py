@@ -170,6 +170,27 @@ def test_a_required_key_cannot_be_removed(in_tmp: Path, key: str) -> None:
         composer.compose([f"~{key}"] + (["data.dir=X"] if key == "data" else []))
 
 
+@SETTINGS
+@given(leaf=st.sampled_from([k for k, _ in LEAVES if "." in k]))
+def test_removing_a_member_is_null_where_it_may_be_and_refused_where_required(in_tmp: Path, leaf: str) -> None:
+    """`~group.key` as the command line gives it: a member that may be null is gone (the command Hydra gets says
+    key=null, and the composed value is null); any other is one line, before anything is written."""
+    from digits.cli_args import null_optional_deletions
+
+    args = [*_group_of(leaf), f"~{leaf}"]
+    rewritten = null_optional_deletions(args)
+    try:
+        with Composer() as composer:
+            composer.compose(rewritten)
+            plain = composer.plain
+    except UserError as e:  # required, or null breaks a rule that spans keys (no checkpoint for final_weights=best)
+        assert "\n" not in str(e) and not (in_tmp / "outputs").exists()
+        return
+    assert rewritten[-1] == f"{leaf}=null" and fingerprint.flatten(plain).get(leaf, "absent") in (None, "absent")
+    assert leaf not in REQUIRED
+    assert not (in_tmp / "outputs").exists()
+
+
 @pytest.mark.parametrize("key", ["data.dir", "data.root", "resume", "hydra.run.dir"])
 def test_an_empty_value_as_from_an_unset_shell_variable_is_refused(in_tmp: Path, key: str) -> None:
     with pytest.raises(UserError, match="empty"):

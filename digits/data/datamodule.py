@@ -130,9 +130,18 @@ class DigitsDataModule(L.LightningDataModule):
         train, test, self.train_file, self.test_file = self.load()
         assert train.labels is not None
         tr_idx, va_idx = stratified_split(train.labels, self.val_fraction, self.split_seed)
-        if len(tr_idx) == 0 or (len(va_idx) == 0 and self.val_fraction > 0):
+        if len(va_idx) == 0 and self.val_fraction > 0:
+            smallest = min(int((train.labels == c).sum()) for c in np.unique(train.labels))
             raise UserError(
-                f"too few rows ({len(train)}) to split with val_fraction={self.val_fraction}", self.train_file
+                f"data.val_fraction={self.val_fraction} rounds to no validation row in any class (the smallest has "
+                f"{smallest} rows of {len(train)}): use at least {0.5 / smallest:.2g}, or 0 to train without "
+                "validation",
+                self.train_file,
+            )
+        if len(tr_idx) == 0:
+            raise UserError(
+                f"too few rows ({len(train)}) to keep any for training with val_fraction={self.val_fraction}",
+                self.train_file,
             )
         device = torch.device("cpu")
         if self.on_device and self.trainer is not None:
