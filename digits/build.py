@@ -18,7 +18,7 @@ from digits.callbacks import SearchPruning, TailAverage
 from digits.data.datamodule import DigitsDataModule
 from digits.devices import auto_batch_size, auto_channels_last, auto_precision, keep_freed_buffers, on_gpu
 from digits.errors import UserError
-from digits.logger import build_loggers
+from digits.loggers import build_loggers
 from digits.models.init import apply_init
 from digits.module import Classifier
 from digits.schema import plain_config, plain_name

@@ -33,7 +33,7 @@ EXTRA_OF = {
 
 # Targets of this project whose module imports, but which need an extra's package when they run.
 NEEDS_OF_TARGET = {
-    "digits.logger.EpochMLFlowLogger": ("mlflow",),
+    "digits.loggers.mlflow_run.EpochMLFlowLogger": ("mlflow",),
     "hydra_plugins.digits_search.search_sweeper.SearchSweeper": ("optuna",),
     "hydra_plugins.digits_gpus.gpu_launcher.GpuLauncher": ("cloudpickle",),
 }

@@ -18,8 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from digits import fingerprint
-from digits import logger as loggers
+from digits import fingerprint, loggers
 from digits.build import build
 from digits.callbacks import RunRecorder, SearchPruning, SignalsAsInterrupts, TailAverage
 from digits.data.datamodule import DigitsDataModule

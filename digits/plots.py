@@ -182,3 +182,27 @@ def save(fig: Figure, path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write the figure ({e.strerror or e})", path) from None
     return path
+
+
+def draw_run(run_dir: Path, out: Path) -> list[Path]:
+    """A run's curves.png, confusion.png and misclassified.png, written into `out` (what it has data for); also
+    what logger=mlflow uploads."""
+    from digits import runs
+    from digits.errors import UserError
+
+    written = []
+    curves = read_curves(run_dir)
+    name = runs.labels([run_dir])[run_dir]
+    if len(curves):
+        written.append(save(curves_figure({name: curves}, title=name), out / "curves.png"))
+    if runs.RunDir(run_dir).predictions.is_file():
+        preds = runs.read_predictions(run_dir)
+        split, probs, labels = labelled_split(preds)
+        if probs is not None and labels is not None:
+            if probs.ndim != 2 or probs.shape != (len(labels), 10):
+                raise UserError(f"predictions.npz holds {split}_probs of shape {probs.shape}", run_dir)
+            written.append(save(confusion_figure(probs, labels, split), out / "confusion.png"))
+            if "mistake_index" in preds and "mistake_images" in preds:
+                fig = mistakes_figure(probs, labels, preds["mistake_index"], preds["mistake_images"])
+                written.append(save(fig, out / "misclassified.png"))
+    return written

@@ -16,32 +16,11 @@ from digits.errors import ArgumentParser, UserError, cli, positive_int
 
 
 def report_run(run_dir: Path) -> list[Path]:
+    from digits.plots import draw_run
+
     written = draw_run(run_dir, run_dir)
     if not written:
         raise UserError("nothing to draw: no TensorBoard scalars and no predictions.npz", run_dir)
-    return written
-
-
-def draw_run(run_dir: Path, out: Path) -> list[Path]:
-    """A run's curves.png, confusion.png and misclassified.png, written into `out` (what it has data for); also
-    what logger=mlflow uploads."""
-    from digits import plots
-
-    written = []
-    curves = plots.read_curves(run_dir)
-    name = runs.labels([run_dir])[run_dir]
-    if len(curves):
-        written.append(plots.save(plots.curves_figure({name: curves}, title=name), out / "curves.png"))
-    if runs.RunDir(run_dir).predictions.is_file():
-        preds = runs.read_predictions(run_dir)
-        split, probs, labels = plots.labelled_split(preds)
-        if probs is not None and labels is not None:
-            if probs.ndim != 2 or probs.shape != (len(labels), 10):
-                raise UserError(f"predictions.npz holds {split}_probs of shape {probs.shape}", run_dir)
-            written.append(plots.save(plots.confusion_figure(probs, labels, split), out / "confusion.png"))
-            if "mistake_index" in preds and "mistake_images" in preds:
-                fig = plots.mistakes_figure(probs, labels, preds["mistake_index"], preds["mistake_images"])
-                written.append(plots.save(fig, out / "misclassified.png"))
     return written
 
 

@@ -287,7 +287,7 @@ OUTPUT_DIR = "${paths.output_dir}"
 
 @dataclass
 class TensorBoardConf:
-    _target_: str = target("digits.logger.EpochTensorBoardLogger")
+    _target_: str = target("digits.loggers.tensorboard.EpochTensorBoardLogger")
     save_dir: str = rule(OUTPUT_DIR, fixed=OUTPUT_DIR, what="event files live in the run dir")
     name: str = rule("", choices=[""], empty_ok=True, what="event files directly in the run dir")
     version: str = rule("", choices=[""], empty_ok=True, what="event files directly in the run dir")
@@ -296,13 +296,13 @@ class TensorBoardConf:
 
 @dataclass
 class CSVConf:
-    _target_: str = target("digits.logger.EpochCSVLogger")
+    _target_: str = target("digits.loggers.csv_file.EpochCSVLogger")
     save_dir: str = rule(OUTPUT_DIR, fixed=OUTPUT_DIR, what="csv/metrics.csv lives in the run dir")
 
 
 @dataclass
 class MLflowConf:
-    _target_: str = target("digits.logger.EpochMLFlowLogger")
+    _target_: str = target("digits.loggers.mlflow_run.EpochMLFlowLogger")
     run_dir: str = rule(OUTPUT_DIR, fixed=OUTPUT_DIR, what="one MLflow run per run dir, named after it")
     tracking_uri: str | None = rule(None, what="an MLflow tracking URI; null: sqlite:///outputs/mlflow.db")
     experiment_name: str | None = rule(None, what="null: the experiment config's name, else the sweep dir's")

@@ -20,7 +20,7 @@ from helpers import FAST, job_dir, metrics_of, one_line_error, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digits.logger import _EpochRows
+from digits.loggers.csv_file import _EpochRows
 
 SERIES = {"train/loss": "train_loss", "train/acc": "train_acc", "val/loss": "val_loss", "val/acc": "val_acc"}
 

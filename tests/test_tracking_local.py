@@ -41,7 +41,7 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path: Path, grid_dir: Path) 
 
 def _start_logger(args: tuple[str, str]) -> str:
     """One job's MLflow logger on a shared local store, as a job of hydra/launcher=parallel makes it."""
-    from digits.logger import EpochMLFlowLogger
+    from digits.loggers.mlflow_run import EpochMLFlowLogger
 
     run_dir, uri = args
     lg = EpochMLFlowLogger(run_dir, uri, "together")

@@ -40,7 +40,7 @@ PRELOAD = [
     "digits.pipeline",
     "digits.module",
     "digits.callbacks",
-    "digits.logger",
+    "digits.loggers",
     "digits.evaluate",
     "digits.data.datamodule",
     "digits.models",

@@ -1,19 +1,8 @@
-"""The loggers a run can write to: TensorBoard (the default), a CSV file and MLflow, alone or together (`logger=many`).
-
-Every scalar this project logs is per epoch. Lightning writes them at the optimizer step and adds an `epoch` scalar
-of its own, so runs with different batch sizes do not line up and the first chart is an epoch-versus-step line. Each
-logger here writes every record at step = epoch, counted from 1 as metrics.json counts, and drops `epoch` itself;
-metrics.json's per-epoch lists hold the same numbers, so any logger's curves can be held against the run's record.
-
-Each logger also has `start` (before training: parameters, and for MLflow the run itself, so a server that does not
-answer is one line before any epoch), `finish` (after testing: final metrics, figures, artifacts) and `stop` (an
-interrupted or failed run). metrics.json stays the record every tool reads; the loggers are views of it.
-"""
+"""logger=mlflow: one MLflow run per run dir, bound to it by the run's own tags."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import os
 import subprocess
@@ -21,250 +10,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from digits import fingerprint, plots
+from digits import fingerprint
 from digits.errors import UserError
+from digits.loggers import epoch_step, final_metrics
 from digits.runs import RunDir, RunRecord, write_json_atomic
-from digits.schema import choice, plain_config, plain_name
+from digits.schema import plain_config
 
 log = logging.getLogger("digits.train")
 
 
-def epoch_step(metrics: Mapping[str, float], step: int | None) -> tuple[dict[str, float], int | None]:
-    """Lightning's record with its `epoch` entry turned into the step (from 1)."""
-    metrics = dict(metrics)
-    epoch = metrics.pop("epoch", None)  # Lightning adds it to every record it logs
-    return metrics, (int(epoch) + 1 if epoch is not None else step)
-
-
-def hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The knobs a comparison filters by, as they ran (a cycled momentum says so)."""
-    sched = cfg.get("scheduler") or {}
-    momentum = cfg.optim.get("momentum", (cfg.optim.get("betas") or [0.0])[0])
-    if sched.get("cycle_momentum"):
-        momentum = f"cycled {sched.base_momentum}-{sched.max_momentum}"
-    flat = {
-        "model": choice("model", cfg),
-        "optim": choice("optim", cfg),
-        "scheduler": choice("scheduler", cfg) if sched else "none",
-        "lr": cfg.lr,
-        "seed": cfg.seed,
-        "init": plain_name(cfg.init),
-        "l1": cfg.l1,
-        "weight_decay": cfg.optim.get("weight_decay", 0.0),
-        "momentum": momentum,
-        "label_smoothing": cfg.label_smoothing,
-        "dropout": cfg.model.get("dropout", 0.0),
-        "batch_size": cfg.data.batch_size,
-        "augment": cfg.data.augment,
-        "max_epochs": cfg.trainer.max_epochs,
-        "final_weights": plain_name(cfg.final_weights),
-    }
-    return {k: (v if isinstance(v, (int, float, bool)) else str(v)) for k, v in flat.items()}
-
-
-def final_metrics(record: RunRecord) -> dict[str, float]:
-    """What a finished run adds at its last epoch: the test scores (and the averaged weights' validation score)."""
-    out = {}
-    if record.test_acc is not None:
-        out["test/acc"] = record.test_acc
-    if record.test_loss is not None:
-        out["test/loss"] = record.test_loss
-    if record.val_acc_average is not None:
-        out["val/acc_average"] = record.val_acc_average
-    return out
-
-
-# --- building them ------------------------------------------------------------------------------------------------
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """The config's loggers (`logger.tensorboard`, `logger.csv`, `logger.mlflow`), not yet started. Raises UserError
-    (one line) for an MLflow server that does not answer, before anything is written."""
-    from hydra.utils import instantiate
-
-    made = []
-    for name, node in (cfg.get("logger") or {}).items():
-        if node is None:
-            continue
-        if name == "mlflow":
-            fill_mlflow(cfg)
-        made.append(instantiate(cfg.logger[name]))
-    return made
-
-
-def start(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """Once the run dir is known to be this run's: parameters logged, an MLflow run created or continued."""
-    for lg in trainer.loggers:
-        if hasattr(lg, "start"):
-            lg.start(cfg)
-
-
-def finish(trainer: L.Trainer, cfg: DictConfig, run_dir: RunDir, record: RunRecord, preds: dict[str, Any]) -> None:
-    for lg in trainer.loggers:
-        if hasattr(lg, "finish"):
-            lg.finish(cfg, run_dir, record, preds)
-
-
-def stop(trainer: L.Trainer, status: str) -> None:
-    """An interrupted or failed run: each logger says so (MLflow marks its run KILLED or FAILED)."""
-    for lg in trainer.loggers:
-        if hasattr(lg, "stop"):
-            lg.stop(status)
-
-
-# --- TensorBoard --------------------------------------------------------------------------------------------------
-class EpochTensorBoardLogger(TensorBoardLogger):
-    """A TensorBoardLogger whose step is the epoch (from 1), and whose finished run fills TensorBoard's HParams
-    dashboard and adds the confusion matrix and the misclassified digits."""
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        metrics, step = epoch_step(metrics, step)
-        if metrics:
-            super().log_metrics(metrics, step)
-
-    def start(self, cfg: DictConfig) -> None:
-        self.log_hyperparams(hparams(cfg))  # hparams.yaml holds them from the start; final metrics come at the end
-
-    @rank_zero_only
-    def finish(self, cfg: DictConfig, run_dir: RunDir, record: RunRecord, preds: dict[str, Any]) -> None:
-        final = {"hparams/val_acc_best": record.val_acc_best or 0.0}
-        if record.test_acc is not None:
-            final["hparams/test_acc"] = record.test_acc
-            self.log_metrics({"test/acc": record.test_acc, "test/loss": record.test_loss or 0.0}, record.epochs)
-        self.log_hyperparams(hparams(cfg), final)
-        split, probs, labels = plots.labelled_split(preds)
-        if probs is not None and labels is not None:
-            writer = self.experiment
-            writer.add_figure(f"{split}/confusion_matrix", plots.confusion_figure(probs, labels, split), record.epochs)
-            fig = plots.mistakes_figure(probs, labels, preds["mistake_index"], preds["mistake_images"])
-            writer.add_figure(f"{split}/misclassified", fig, record.epochs)
-        self.finalize("success")
-
-
-# --- CSV ----------------------------------------------------------------------------------------------------------
-def _read_rows(path: Path) -> dict[int, dict[str, float]]:
-    """The rows of a run's own csv/metrics.csv, read strictly: a resume keeps them, so a file that is not what this
-    logger writes (another header, a step that is not an epoch number, a cell that is not a number) is one line
-    naming the row and column, not a traceback and not a history taken in on trust."""
-    rows: dict[int, dict[str, float]] = {}
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or reader.fieldnames[0] != "step":
-                raise UserError("is not the CSV this logger writes (its first column is not step)", path)
-            for line, row in enumerate(reader, start=2):
-                if None in row or None in row.values():
-                    raise UserError("has a row of another width than its header", path, line)
-                step_text = row.pop("step")
-                if not step_text.isdigit() or int(step_text) < 1 or int(step_text) in rows:
-                    raise UserError(f"{step_text!r} is not a new epoch number", path, line, "step")
-                values: dict[str, float] = {}
-                for key, text in row.items():
-                    if text == "":
-                        continue
-                    try:
-                        values[key] = float(text)
-                    except ValueError:
-                        raise UserError(f"{text!r} is not a number", path, line, key) from None
-                rows[int(step_text)] = values
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"cannot be read ({type(e).__name__})", path) from None
-    return rows
-
-
-class _EpochRows:
-    """Lightning's CSV experiment writer, one row per epoch: the epoch's records (validation, then training) merge
-    into one row, and the whole file is rewritten atomically at each save. A resumed run keeps the rows of the
-    epochs its checkpoint holds; Lightning's own writer would delete the file."""
-
-    NAME_METRICS_FILE = "metrics.csv"
-    NAME_HPARAMS_FILE = "hparams.yaml"
-
-    def __init__(self, log_dir: str) -> None:
-        self.log_dir = log_dir
-        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
-        self.rows: dict[int, dict[str, Any]] = {}
-        self.hparams: dict[str, Any] = {}
-        self._fresh = True
-        os.makedirs(log_dir, exist_ok=True)
-        if os.path.isfile(self.metrics_file_path):
-            self.rows = _read_rows(Path(self.metrics_file_path))
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if step is None:
-            step = max(self.rows, default=0) + 1
-        if self._fresh:  # a resumed run logs from the epoch after its checkpoint: later rows were never finished
-            self.rows = {s: r for s, r in self.rows.items() if s < step}
-            self._fresh = False
-            missing = [s for s in range(1, step) if s not in self.rows]
-            if missing:  # a file cut short: say so, rather than resume into a history with a hole
-                log.warning(
-                    "%s has no row for epoch%s %s of the run; those rows stay missing (metrics.json has them)",
-                    self.metrics_file_path,
-                    "s" if len(missing) > 1 else "",
-                    ", ".join(map(str, missing)),
-                )
-        row = self.rows.setdefault(step, {})
-        row.update({k: float(v) for k, v in metrics.items()})
-
-    def log_hparams(self, params: dict[str, Any]) -> None:
-        from lightning.pytorch.core.saving import save_hparams_to_yaml
-
-        self.hparams.update(params)
-        save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
-
-    def save(self) -> None:
-        if not self.rows:
-            return
-        keys = sorted({k for r in self.rows.values() for k in r})
-        tmp = f"{self.metrics_file_path}.{os.getpid()}.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["step", *keys])
-            writer.writeheader()
-            for step in sorted(self.rows):
-                writer.writerow({"step": step, **self.rows[step]})
-        os.replace(tmp, self.metrics_file_path)
-
-
-class EpochCSVLogger(CSVLogger):
-    """Lightning's CSVLogger writing <run dir>/csv/metrics.csv: one row per epoch, `step` = the epoch (from 1), the
-    metric names TensorBoard and MLflow show (train/loss, val/acc, ...), and the test scores on the last row."""
-
-    def __init__(self, save_dir: str) -> None:
-        super().__init__(save_dir, name=RunDir.CSV_DIR, version="")
-        self._rows: _EpochRows | None = None
-
-    @property
-    def experiment(self) -> _EpochRows:  # type: ignore[override]
-        if self._rows is None:
-            self._rows = _EpochRows(self.log_dir)
-        return self._rows
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        metrics, step = epoch_step(metrics, step)
-        if metrics:
-            self.experiment.log_metrics(dict(metrics), step)
-
-    def start(self, cfg: DictConfig) -> None:
-        self.log_hyperparams(hparams(cfg))
-
-    @rank_zero_only
-    def finish(self, cfg: DictConfig, run_dir: RunDir, record: RunRecord, preds: dict[str, Any]) -> None:
-        final = final_metrics(record)
-        if final and record.epochs:
-            self.experiment.log_metrics(final, record.epochs)
-        self.save()
-
-    def stop(self, status: str) -> None:
-        self.save()  # the epochs done so far
-
-
-# --- MLflow -------------------------------------------------------------------------------------------------------
 def fill_mlflow(cfg: DictConfig) -> None:
     """The MLflow keys a config leaves open, filled in place (config.yaml then says where the run went): the
     tracking URI (a SQLite store under outputs/), the experiment (the `experiment=` config's name, else the sweep
@@ -543,7 +301,7 @@ class EpochMLFlowLogger(MLFlowLogger):
         for f in (run_dir.config, run_dir.metrics):
             client.log_artifact(run_id, str(f))
         with tempfile.TemporaryDirectory() as tmp:
-            from digits.report import draw_run  # the figures `digits.report` draws, not into the run dir
+            from digits.plots import draw_run  # the figures `digits.report` draws, not into the run dir
 
             for fig_file in draw_run(run_dir.path, Path(tmp)):
                 client.log_artifact(run_id, str(fig_file), "figures")
