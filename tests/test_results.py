@@ -334,3 +334,28 @@ def test_no_committed_record_names_a_path_of_the_machine_it_ran_on() -> None:
     assert len(files) > 150
     found = [str(p.relative_to(ROOT)) for p in files if machine.search(p.read_text(errors="replace"))]
     assert not found, found[:5]
+
+
+def _interval_text(study: str, job: str) -> tuple[str, str, float, float]:
+    from digits import stats
+
+    m = dict(_tables().jobs(study))[job]
+    n = m["data"]["n_test"]
+    lo, hi = stats.interval(round(m["test_acc"] * n), n)
+    return f"{100 * m['test_acc']:.2f}%", f"{100 * lo:.2f}-{100 * hi:.2f}%", lo, hi
+
+
+def test_the_report_studies_say_which_test_differences_are_noise() -> None:
+    """The README's readings of the two studies' test columns, from the records: each accuracy's Wilson interval, and
+    beyond noise only where the intervals do not overlap."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    sgd, sgd_ci, sgd_lo, sgd_hi = _interval_text("optim_grid", "2_lr=0.1,optim=sgd")
+    adam, adam_ci, adam_lo, adam_hi = _interval_text("optim_grid", "3_lr=0.001,optim=adam")
+    assert f"SGD 0.1 {sgd} (95% interval {sgd_ci}), Adam 0.001 {adam} ({adam_ci}), within noise" in readme
+    assert sgd_lo < adam_hi and adam_lo < sgd_hi  # overlapping: within noise
+    orig, orig_ci, orig_lo, _ = _interval_text("compare_models", "0_model=original")
+    lenet, lenet_ci, lenet_lo, lenet_hi = _interval_text("compare_models", "1_model=lenet")
+    alex, _, alex_lo, alex_hi = _interval_text("compare_models", "2_model=alexnet")
+    assert f"`original`'s {orig} (95% interval {orig_ci}) lies above LeNet's interval ({lenet_ci[:-1]}%)" in readme
+    assert orig_lo > lenet_hi  # apart: beyond noise
+    assert f"intervals overlap ({lenet} and {alex})" in readme and lenet_lo < alex_hi and alex_lo < lenet_hi
