@@ -346,8 +346,18 @@ def _wait_for_others(study: Any, poll_s: float = 2.0, limit_s: float = 3600.0) -
 
     import optuna
 
+    from digits.runs import _alive
+
     start = time.monotonic()
-    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    while True:
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for t in running:  # an owner on this host that is gone will never tell: its trial failed (reaped, not awaited)
+            owner = t.user_attrs.get("digits_owner")
+            if isinstance(owner, dict) and owner.get("host") == socket.gethostname() and not _alive(owner):
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                log.info("trial %d: its worker (pid %s) is gone; marked failed", t.number, owner.get("pid"))
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            return
         if time.monotonic() - start > limit_s:
             log.warning("other workers' trials are still running after %.0f s; reporting the study as it is", limit_s)
             return

@@ -462,3 +462,21 @@ def test_a_finite_space_whose_every_point_failed_ends_in_one_line(tmp_path: Path
     proc = run_cli(_search(grid_dir, sweep, *broken), cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("digits: error: the search stopped: its first 2 trials")
+
+
+def test_a_worker_waiting_on_a_trial_whose_owner_died_reaps_it(tmp_path: Path) -> None:
+    """A RUNNING trial whose owner is a process of this host that is gone is marked failed while the others wait,
+    not waited on for an hour."""
+    import subprocess
+    import sys
+
+    from digits.search import _wait_for_others
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(0.01, 0.1)})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    trial.set_user_attr("digits_owner", {"host": socket.gethostname(), "pid": int(dead.stdout)})
+    start = time.monotonic()
+    _wait_for_others(study, poll_s=0.05, limit_s=30)
+    assert time.monotonic() - start < 10
+    assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
