@@ -177,8 +177,9 @@ def _launcher_error(e: BaseException) -> str:
     reasons = [line.strip() for line in text.splitlines() if "error:" in line.lower()]
     if reasons:
         return f"the cluster refused the jobs: {reasons[-1]}"
-    first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-    return f"the sweep could not be launched: {first[:300]}"
+    # The whole message on one line: Hydra puts the reason after "Error in call to target '...':" on the next one.
+    whole = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    return f"the sweep could not be launched: {whole[:400]}"
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=str(cli_args.CONF_DIR), config_name="train")(_task)

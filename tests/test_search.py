@@ -480,3 +480,8 @@ def test_a_worker_waiting_on_a_trial_whose_owner_died_reaps_it(tmp_path: Path) -
     _wait_for_others(study, poll_s=0.05, limit_s=30)
     assert time.monotonic() - start < 10
     assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
+
+
+def test_a_sampler_the_search_cannot_build_says_why_in_one_line(tmp_path: Path, grid_dir: Path) -> None:
+    proc = run_cli(_search(grid_dir, tmp_path / "s", "hydra.sweeper.sampler.seed=-5"), cwd=tmp_path, check=False)
+    one_line_error(proc, "Seed must be between 0 and 2**32 - 1")
