@@ -41,3 +41,17 @@ def test_train_speed_prints_both_loops_and_their_ratio(grid_dir: Path, tmp_path:
 def test_train_speed_refuses_a_single_epoch(tmp_path: Path) -> None:
     proc = _bench(["--device", "cpu", "--epochs", "1"], tmp_path)
     assert proc.returncode == 2 and "--epochs must be at least 2" in proc.stderr
+
+
+def test_the_photo_claim_is_its_committed_record() -> None:
+    """The README's, docs/using-a-model.md's and RESULTS.md's photo numbers are the committed record's counts."""
+    import json
+
+    record = json.loads((ROOT / "benchmarks" / "records" / "predict_photos_2026-12-04_zen4.json").read_text())
+    n, rows, photos = record["n"], record["rows_correct"], record["photos_correct"]
+    as_rows, as_photos = f"{100 * rows / n:.2f}%", f"{100 * photos / n:.2f}%"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"read {as_photos} right, against {as_rows} as CSV rows, {rows - photos} images of the {n:,}" in readme
+    for page in (ROOT / "docs" / "using-a-model.md", ROOT / "benchmarks" / "RESULTS.md"):
+        text = " ".join(page.read_text().split())
+        assert f"{as_photos} right ({photos:,}), against {as_rows} ({rows:,})" in text, page

@@ -31,6 +31,7 @@ STUDIES = [
     "kaggle_best",
     "kaggle_best_all",
     "best_zen3",
+    "headline",
 ]
 FRONT_PAGE = ("compare_models", "optim_grid")  # the report's two studies, whose tables the README shows
 # Scored against an answer key (results/<study>/scores.csv), and whether the README also shows the split by source.
@@ -44,6 +45,7 @@ PAIRS = [
     ("best_zen4", "best_long"),
     ("best_zen4", "best_wide"),
     ("best", "best_zen3"),
+    ("best_zen4", "headline"),
 ]  # recipe (or machine) changes, compared seed by seed on validation
 # Ensembles chosen on a validation split their members share (digits.ensemble --select), and the studies of their runs.
 ENSEMBLE_STUDIES = [
@@ -92,14 +94,20 @@ def _cell(row: str) -> str:
 
 
 def test_the_headline_numbers_are_recomputed_from_the_records() -> None:
+    """The front page's single network and its ensemble come from one study (results/headline: five seeds, every
+    member's softmax committed): the mean ± sd of its records, the ensemble and the members' mean recomputed from
+    the softmax files, and the ensemble against its best member by McNemar's exact test (digits.compare)."""
     import statistics
 
+    from digits import stats
+    from digits.compare import compare, side
+
     tables = _tables()
-    best = [m for _, m in tables.jobs("best")]
-    acc = [m["test_acc"] for m in best]
-    assert f"**{100 * statistics.mean(acc):.3f}% ± {100 * statistics.stdev(acc):.3f}**" in _cell(
-        "one network, MNIST test"
-    )
+    members = tables.jobs("headline")
+    acc = [m["test_acc"] for _, m in members]
+    assert len(acc) == 5 and {m["precision"] for _, m in members} == {"bf16-mixed"}
+    single = f"**{100 * statistics.mean(acc):.3f}% ± {100 * statistics.stdev(acc):.3f}**"
+    assert single in _cell("one network, MNIST test")
     kaggle = [m["test_acc"] for _, m in tables.scored("kaggle_best", tables.jobs("kaggle_best"))]
     assert len(kaggle) == 5 and all(a is not None for a in kaggle)
     want = f"**{100 * statistics.mean(kaggle):.3f}% ± {100 * statistics.stdev(kaggle):.3f}**"
@@ -110,16 +118,27 @@ def test_the_headline_numbers_are_recomputed_from_the_records() -> None:
     assert (
         f"; {minutes['best_bf16']:.0f} in bf16" in time_cell and f"; {minutes['best_zen4']:.0f} on an AMD" in time_cell
     )
-    assert {m["precision"] for m in best} == {"32-true"}
-    # The ensemble on the first screen is the one whose members' softmax are committed: recomputed, not read.
-    ensemble = ROOT / "results" / "best_zen3" / "ensemble.json"
-    record = json.loads(ensemble.read_text())
-    recomputed = tables.recompute(ensemble)
-    assert recomputed is not None and recomputed == record["test_acc"]
-    n = record["n_members"]
-    assert n == len(tables.jobs("best_zen3")) and {m["precision"] for _, m in tables.jobs("best_zen3")} == {"32-true"}
+    # The ensemble: recomputed from the committed softmax, as is each member's accuracy.
+    study = ROOT / "results" / "headline"
+    record = json.loads((study / "ensemble.json").read_text())
+    recomputed = tables.recompute(study / "ensemble.json")
+    assert recomputed is not None and recomputed == record["test_acc"] and record["n_members"] == 5
+    own = []
+    for job, _ in members:
+        with np.load(study / job / "softmax.npz") as z:
+            own.append(float((z["test_probs"].argmax(1) == z["test_labels"]).mean()))
+    assert own == pytest.approx(acc, abs=1e-6)  # the softmax files are the records' predictions (float32 there)
+    best_job = members[int(np.argmax(own))][0]
+    r = compare(side(study), side(study / best_job))
+    assert r.a_correct / r.n == pytest.approx(recomputed)
     cell = _cell("several networks, MNIST test")
-    assert f"**{100 * recomputed:.3f}%**" in cell and f"ensemble of {n}" in cell
+    assert f"**{100 * recomputed:.2f}%**" in cell and "ensemble of the same 5" in cell
+    assert f"members {100 * statistics.mean(own):.3f}% ± {100 * statistics.stdev(own):.3f}" in cell
+    verdict = "beyond noise" if r.beyond_noise else "within noise"
+    assert f"{r.a_only} images right that it gets wrong, {r.b_only} the other way" in cell
+    assert f"McNemar p = {r.p_value:.2f}, {verdict}" in cell and stats.ALPHA == 0.05
+    index = (ROOT / "results" / "README.md").read_text()
+    assert f"one network {single.strip('*')}, the five together {100 * recomputed:.2f}%" in index
 
 
 def test_the_results_index_holds_the_machines_table() -> None:
