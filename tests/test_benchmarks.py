@@ -55,3 +55,15 @@ def test_the_photo_claim_is_its_committed_record() -> None:
     for page in (ROOT / "docs" / "using-a-model.md", ROOT / "benchmarks" / "RESULTS.md"):
         text = " ".join(page.read_text().split())
         assert f"{as_photos} right ({photos:,}), against {as_rows} ({rows:,})" in text, page
+
+
+def test_the_speed_record_is_what_results_md_quotes() -> None:
+    import json
+
+    record = json.loads((ROOT / "benchmarks" / "records" / "train_speed_2026-12-04_zen4.json").read_text())
+    import statistics
+
+    steady = {k: statistics.median(v["epoch_seconds"][1:]) for k, v in record["loops"].items()}  # as the script
+    assert round(steady["b"] / steady["a"], 3) == round(record["ratio"], 3)
+    text = " ".join((ROOT / "benchmarks" / "RESULTS.md").read_text().split())
+    assert f"ratio {record['ratio']:.3f} with the defaults, inside that range" in text
