@@ -161,3 +161,17 @@ def test_a_truncated_csv_log_resumes_and_says_what_it_lacks(killed_csv_run: tupl
     path.write_text("\n".join(path.read_text().splitlines()[:2]) + "\n")  # epoch 2's row cut off
     proc = run_cli([f"resume={copy}", "callbacks.extra.killer=null"], cwd)
     assert "has no row for epoch 2 of the run" in proc.stdout + proc.stderr
+
+
+def test_a_tracking_uri_naming_another_runs_file_writes_nothing_there(tmp_path: Path, grid_dir: Path) -> None:
+    """sqlite:///<another run>/metrics.json is no MLflow store: one line, and nothing (not even a lock file) appears
+    in that run's dir or anywhere else."""
+    pytest.importorskip("mlflow")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.json").write_text('{"status": "completed"}\n')
+    before = sorted(p.name for p in other.iterdir())
+    uri = f"logger.mlflow.tracking_uri=sqlite:///{other / 'metrics.json'}"
+    proc = run_cli([f"data.dir={grid_dir}", *FAST, "logger=mlflow", uri], tmp_path, check=False)
+    one_line_error(proc, "not a SQLite database")
+    assert sorted(p.name for p in other.iterdir()) == before and not (tmp_path / "outputs").exists()

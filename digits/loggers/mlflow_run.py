@@ -99,7 +99,17 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
-    """An http(s) tracking URI must answer MLflow's health check now, not after an hour of training."""
+    """An http(s) tracking URI must answer MLflow's health check now, not after an hour of training; a SQLite one
+    must name a database or a new file, checked before anything (its lock file among them) is written beside it."""
+    db = _sqlite_file(uri)
+    if db is not None and db.exists():
+        try:
+            with open(db, "rb") as f:
+                header = f.read(16)
+        except OSError as e:
+            raise UserError(f"logger.mlflow.tracking_uri={uri}: cannot read it ({e.strerror})", db) from None
+        if header and header != b"SQLite format 3\x00":
+            raise UserError(f"logger.mlflow.tracking_uri={uri}: not a SQLite database, so not an MLflow store", db)
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
