@@ -383,17 +383,20 @@ def _search_job(args: list[str], cfg: DictConfig, composer: Composer) -> dict[st
     at every bound of its space. The same identity is what its study in the storage must hold."""
     from digits import search
 
-    params, _base = _search_space(args, cfg, composer)
-    plain = composer.plain
-    ident = search.identity(plain, params, str(cfg.hydra.sweeper.get("direction", "maximize")))
-    return {"overrides": [f"search over {ident['summary']}"], "id": ident["digest"], "key": ident["key"]}
+    params = _search_space(args, cfg, composer)
+    ident = search.identity(composer.plain, params, str(cfg.hydra.sweeper.get("direction", "maximize")))
+    return {
+        "overrides": [f"search over {ident['summary']}"],
+        "id": ident["digest"],
+        "summary": ident["summary"],
+        "key": ident["key"],
+    }
 
 
-def _search_space(args: list[str], cfg: DictConfig, composer: Composer) -> tuple[dict[str, str], list[str]]:
+def _search_space(args: list[str], cfg: DictConfig, composer: Composer) -> dict[str, str]:
     """Compose a job at every bound and choice of a search's space, through the same schema as every run: a value
     no trial could run with is one line now, before the first trial, naming the range it came from. Returns the
-    space (the config's, with the command's ranges) and the command's other overrides; the composer is left
-    holding the base config."""
+    space (the config's, with the command's ranges); the composer is left holding the base config."""
     from digits import search
 
     params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=True)
@@ -414,7 +417,7 @@ def _search_space(args: list[str], cfg: DictConfig, composer: Composer) -> tuple
                     f"hydra.sweeper.params.{key}={params[key]}: a trial at {value} would fail: {e.what}"
                 ) from None
     composer.compose(base)  # leave the composer's plain config the base one
-    return params, base  # type: ignore[return-value]
+    return params  # type: ignore[return-value]
 
 
 def _varied(jobs: list[dict[str, Any]], i: int) -> str:
@@ -438,9 +441,8 @@ def _check_sweep_identity(sweep: RunDir, jobs: list[dict[str, Any]], args: list[
         return
     if len(before) == len(jobs) == 1 and "key" in before[0] and "key" in jobs[0]:  # a search: name what changed
         was, now = before[0], jobs[0]
-        cut = len("search over ")
         diff = fingerprint.first_difference(was["key"], now["key"]) or (
-            f"its space was {was['overrides'][0][cut:]}, now {now['overrides'][0][cut:]}"
+            f"its space was {was.get('summary')}, now {now['summary']}"
         )
         raise UserError(
             f"holds another search ({diff}); re-run that search, or choose another hydra.sweep.dir", sweep.path
@@ -567,8 +569,7 @@ def prepare(args: list[str]) -> tuple[list[str], Target | None]:
     if multirun and len(jobs) == 1 and "key" in jobs[0]:  # a search: its study must be this search, whatever storage
         from digits import search
 
-        summary = jobs[0]["overrides"][0][len("search over ") :]
-        search.COMMAND_IDENTITY = {"digest": jobs[0]["id"], "summary": summary, "key": jobs[0]["key"]}
+        search.COMMAND_IDENTITY = {k: jobs[0][k] for k in ("summary", "key")} | {"digest": jobs[0]["id"]}
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     args = [a for a in args if not a.startswith(key + "=")] + [f"{key}={quote(str(target))}"]
     if multirun:
@@ -597,17 +598,18 @@ def _compose_command(args: list[str], show: str | None = None) -> tuple[list[Any
         elif sweeps:
             raise UserError(f"{sweeps[0].input_line}: a list of values needs -m (a sweep)")
         elif not str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-            chosen = cfg.hydra.runtime.choices.get("hydra/sweeper") if "runtime" in cfg.hydra else None
+            chosen = _choice(cfg, "hydra/sweeper") or "search"
+            via = f", through experiment={_choice(cfg, 'experiment')}" if _choice(cfg, "experiment") else ""
             raise UserError(
-                f"the config chooses a search (hydra/sweeper={chosen or 'search'}{_via_experiment(cfg)}), which runs "
-                "only as a sweep: add -m"
+                f"the config chooses a search (hydra/sweeper={chosen}{via}), which runs only as a sweep: add -m"
             )
     return overrides, cfg, run_plain, multirun, jobs
 
 
-def _via_experiment(cfg: DictConfig) -> str:
-    exp = OmegaConf.select(cfg, "hydra.runtime.choices.experiment", default=None)
-    return f", through experiment={exp}" if exp else ""
+def _choice(cfg: DictConfig, group: str) -> str | None:
+    """The choice a composed config made for a group (Hydra's runtime.choices), if it made one."""
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
+    return choices.get(group) if choices is not None else None
 
 
 def _shown_part(args: list[str]) -> str | None:

@@ -34,8 +34,9 @@ class Side:
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """(test probs, test labels, test fingerprint) of one run dir or committed record."""
     if runs.RunDir(path).predictions.is_file():
-        preds = runs.read_predictions(path)
-        where = runs.RunDir(path).predictions
+        from digits.ensemble import load_member  # a run's predictions.npz, checked as an ensemble member's are
+
+        preds, where = load_member(path), runs.RunDir(path).predictions
     else:
         where = path / SOFTMAX
         try:

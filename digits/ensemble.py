@@ -53,7 +53,7 @@ def _status(run_dir: Path) -> str | None:
     return (runs.RunDir(run_dir).read_record() or {}).get("status")
 
 
-def _load(run_dir: Path) -> dict[str, Any]:
+def load_member(run_dir: Path) -> dict[str, Any]:
     """A member's predictions, checked: a file from elsewhere or a damaged one is one line, not a traceback."""
     preds = runs.read_predictions(run_dir)
     probs = preds.get("test_probs")
@@ -148,7 +148,7 @@ def ensemble(run_dirs: list[Path], top: int | None = None, select_k: int | None 
         run_dirs = ranked[:top]
     elif select_k is not None:
         run_dirs, selection = select(run_dirs, select_k)
-    preds = {d: _load(d) for d in run_dirs}
+    preds = {d: load_member(d) for d in run_dirs}
     fingerprints = {str(p.get("test_fingerprint")) for p in preds.values()}
     if len(fingerprints) != 1:
         raise UserError("members were tested on different test sets; ensemble runs of one data folder only")

@@ -53,7 +53,6 @@ def run(cfg: DictConfig, run_dir: RunDir, resume: bool = False) -> RunRecord | N
     try:
         got = _fit(trainer, module, dm, ckpt_path)
         if not got:
-            got = []
             with SignalsAsInterrupts() as got:  # a signal while testing and recording stops it as one in fit does
                 try:
                     return _finish(cfg, run_dir, dm, module, trainer, rec) if trainer.is_global_zero else None

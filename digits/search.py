@@ -43,6 +43,23 @@ PRUNERS = ("none", "median", "hyperband")
 RACES = ("IntegrityError", "already exists", "UNIQUE constraint", "duplicate key", "database is locked")
 
 
+def _parsed(params: dict[str, str]):
+    """Each key of the space with its value parsed as Hydra parses an override (a ChoiceSweep, IntervalSweep,
+    RangeSweep or a single value) and whether it is tagged log: what distributions() and candidates() both read."""
+    parser = OverridesParser.create()
+    for key, value in (params or {}).items():
+        if not isinstance(value, str):
+            raise UserError(
+                f"hydra.sweeper.params.{key}: a search's space is keyed by the whole dotted name; write it as "
+                f"hydra.sweeper.params='{{{key}.KEY: interval(LOW, HIGH)}}' or in an experiment file"
+            )
+        try:
+            v = parser.parse_override(f"{key}={value}").value()
+        except Exception as e:
+            raise UserError(f"hydra.sweeper.params.{key}={value}: not a search range ({_one_line(e)})") from None
+        yield key, value, v, "log" in getattr(v, "tags", set())
+
+
 def distributions(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
     """The search space in Hydra's override syntax (`lr: tag(log, interval(0.001, 0.3))`, `optim: choice(sgd,
     adam)`, `data.batch_size: range(64, 257, 64)`) as Optuna distributions; single values are fixed overrides."""
@@ -50,14 +67,7 @@ def distributions(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
 
     space: dict[str, Any] = {}
     fixed: list[str] = []
-    parser = OverridesParser.create()
-    for key, value in (params or {}).items():
-        try:
-            override = parser.parse_override(f"{key}={value}")
-        except Exception as e:
-            raise UserError(f"hydra.sweeper.params.{key}={value}: not a search range ({e})") from None
-        v = override.value()
-        log_scale = "log" in getattr(v, "tags", set())
+    for key, value, v, log_scale in _parsed(params):
         if isinstance(v, ChoiceSweep):
             space[key] = d.CategoricalDistribution([c for c in v.list])
         elif isinstance(v, IntervalSweep):
@@ -81,18 +91,7 @@ def candidates(params: dict[str, str]) -> dict[str, list[Any]]:
     where a failure would otherwise show only when a trial draws it, and every trial of a space outside the limits
     would fail."""
     out: dict[str, list[Any]] = {}
-    parser = OverridesParser.create()
-    for key, value in (params or {}).items():
-        if not isinstance(value, str):
-            raise UserError(
-                f"hydra.sweeper.params.{key}: a search's space is keyed by the whole dotted name; write it as "
-                f"hydra.sweeper.params='{{{key}.KEY: interval(LOW, HIGH)}}' or in an experiment file"
-            )
-        try:
-            v = parser.parse_override(f"{key}={value}").value()
-        except Exception as e:
-            raise UserError(f"hydra.sweeper.params.{key}={value}: not a search range ({_one_line(e)})") from None
-        log_scale = "log" in getattr(v, "tags", set())
+    for key, value, v, log_scale in _parsed(params):
         if isinstance(v, ChoiceSweep):
             out[key] = list(v.list)
         elif isinstance(v, IntervalSweep):
@@ -100,15 +99,13 @@ def candidates(params: dict[str, str]) -> dict[str, list[Any]]:
                 why = "a log interval needs a low bound above 0" if log_scale else "its low bound is above its high"
                 raise UserError(f"hydra.sweeper.params.{key}={value}: {why}")
             out[key] = [v.start, v.end]
-        elif isinstance(v, RangeSweep):
-            values = (
-                list(range(v.start, v.stop, v.step))
-                if all(isinstance(x, int) for x in (v.start, v.stop, v.step))
-                else []
-            )
-            if all(isinstance(x, int) for x in (v.start, v.stop, v.step)) and not values:
+        elif isinstance(v, RangeSweep) and all(isinstance(x, int) for x in (v.start, v.stop, v.step)):
+            steps = range(v.start, v.stop, v.step)
+            if not steps:
                 raise UserError(f"hydra.sweeper.params.{key}={value}: the range is empty")
-            out[key] = [values[0], values[-1]] if values else [v.start]
+            out[key] = [steps[0], steps[-1]]
+        elif isinstance(v, RangeSweep):
+            out[key] = [v.start]
         else:
             out[key] = [v]
     return out
@@ -237,6 +234,9 @@ class SearchSweeperBase(Sweeper):
 
         space, fixed = distributions(self.params)
         study = self.open_study(arguments)
+        # The storage URL may hold a password: it reaches the jobs through this process's environment (inherited by
+        # every launcher's workers), never as an override, which Hydra prints and saves in each job's .hydra/.
+        os.environ[ENV_STORAGE] = self.storage_url()
         # A trial killed with its sweeper runs again in its own job dir, which resumes from its last checkpoint.
         for frozen in self._dead(study):
             trial = optuna.trial.Trial(study, frozen._trial_id)
@@ -289,9 +289,6 @@ class SearchSweeperBase(Sweeper):
         from digits.cli_args import quote
 
         values = [f"{k}={_value(v)}" for k, v in trial.params.items()]
-        # The storage URL may hold a password: it reaches the jobs through this process's environment (inherited by
-        # every launcher's workers), never as an override, which Hydra prints and saves in each job's .hydra/.
-        os.environ[ENV_STORAGE] = self.storage_url()
         env = [
             f"+hydra.job.env_set.{ENV_STUDY}={quote(self.study_name)}",
             f"+hydra.job.env_set.{ENV_TRIAL}={trial._trial_id}",
