@@ -390,3 +390,17 @@ def test_the_report_studies_say_which_test_differences_are_noise() -> None:
     assert f"`original`'s {orig} (95% interval {orig_ci}) lies above LeNet's interval ({lenet_ci[:-1]}%)" in readme
     assert orig_lo > lenet_hi  # apart: beyond noise
     assert f"intervals overlap ({lenet} and {alex})" in readme and lenet_lo < alex_hi and alex_lo < lenet_hi
+
+
+def test_the_quick_starts_epoch_times_are_the_records() -> None:
+    """The README's per-epoch times by CPU: each study's median over its runs of their median epoch."""
+    import statistics
+
+    def epoch(study: str) -> str:
+        runs_ = [statistics.median(m["epoch_seconds"]) for _, m in _tables().jobs(study)]
+        return f"{statistics.median(runs_):.0f} s"
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"took {epoch('optim_grid')} on 2 Intel Xeon cores in fp32 (results/optim_grid)" in readme
+    assert f"{epoch('best_zen4')} on 2 AMD EPYC Zen 4 cores in bf16 (results/best_zen4)" in readme
+    assert f"{epoch('best_amd')} on 2 cores of a 2.0 GHz first-generation AMD EPYC in fp32 (results/best_amd)" in readme
