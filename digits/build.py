@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
 from digits import fingerprint, models, search
-from digits.callbacks import SearchPruning, TailAverage
+from digits.callbacks import SearchPruning, TailAverage, follow_the_run_dir
 from digits.data.datamodule import DigitsDataModule
 from digits.devices import auto_batch_size, auto_channels_last, auto_precision, keep_freed_buffers, on_gpu
 from digits.errors import UserError
@@ -105,7 +105,7 @@ def _callback(name: str, c: Any) -> Callback:
     made = instantiate(c)
     if not isinstance(made, Callback):
         raise UserError(f"callbacks.{name} builds a {type(made).__name__}, not a lightning Callback")
-    return made
+    return follow_the_run_dir(made) if isinstance(made, ModelCheckpoint) else made
 
 
 def _monitors_validation(c: Callback) -> bool:

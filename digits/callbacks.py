@@ -4,15 +4,43 @@ signals into a clean stop."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 log = logging.getLogger("digits.train")
+
+
+def follow_the_run_dir(cb: ModelCheckpoint) -> ModelCheckpoint:
+    """Read the checkpoint callback's saved state relative to the folder it writes to now.
+
+    Lightning saves that state with absolute paths and, resumed in another folder (a run dir copied or moved), drops
+    all of it but best_model_path: the best score is forgotten, the next epoch is taken as the best whatever its
+    score, and it is written to best-v1.ckpt beside the copied best.ckpt. The schema fixes every checkpoint's folder
+    to the run dir's checkpoints/, so a path the state names in its old folder is the same file in the new one. The
+    config names Lightning's class (part of every run's identity), so this is applied to the built instance.
+    """
+    restore = cb.load_state_dict
+
+    def load_state_dict(state: dict[str, Any]) -> None:
+        old, new = state.get("dirpath"), cb.dirpath
+        if old and new and old != new:
+
+            def moved(path: Any) -> Any:
+                return os.path.join(new, os.path.basename(path)) if path and os.path.dirname(path) == old else path
+
+            state = {**state, "dirpath": new, "best_k_models": {moved(k): v for k, v in state["best_k_models"].items()}}
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                state[key] = moved(state.get(key))
+        restore(state)
+
+    cb.load_state_dict = load_state_dict  # type: ignore[method-assign]
+    return cb
 
 
 class RunRecorder(Callback):

@@ -213,3 +213,29 @@ def test_a_signal_while_testing_leaves_an_interrupted_resumable_run(
     run_cli([f"resume={run}", "callbacks.extra.late=null"], cwd=cwd)
     ref, got = metrics_of(cwd / "ref"), metrics_of(run)
     assert {k: got[k] for k in SAME} == {k: ref[k] for k in SAME}
+
+
+def test_a_moved_run_dir_resumed_keeps_replacing_its_own_best_checkpoint(
+    reference: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Lightning's checkpoint state names the folder it wrote to; read in another folder it would forget the best
+    score (any next epoch becomes 'best') and write best-v1.ckpt beside the copied best.ckpt. A moved run resumes
+    as if it had never moved: the same two files, the same best weights as the run left alone."""
+    cwd, data = reference
+    first = tmp_path / "first"
+    killer = ["+callbacks.extra.killer._target_=killer.SignalAtStep", "+callbacks.extra.killer.step=24"]
+    proc = run_cli([f"data.dir={data}", f"hydra.run.dir={first}", *LONG, *killer], cwd=cwd, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    first.rename(moved)
+    run_cli([f"resume={moved}", "callbacks.extra.killer=null"], cwd=cwd)
+    assert sorted(p.name for p in (moved / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    ref, got = metrics_of(cwd / "ref"), metrics_of(moved)
+    assert {k: got[k] for k in SAME} == {k: ref[k] for k in SAME}
+    assert got["best_checkpoint"] == "checkpoints/best.ckpt"
+    for name in ("best.ckpt", "last.ckpt"):
+        a = torch.load(cwd / "ref" / "checkpoints" / name, weights_only=True)
+        b = torch.load(moved / "checkpoints" / name, weights_only=True)
+        assert a["epoch"] == b["epoch"], name
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]), name
