@@ -163,10 +163,18 @@ class SearchPruning(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         acc = trainer.callback_metrics.get("val/acc") if self._validated else None
         self._validated = False
-        if acc is None:
+        if acc is None or self.trial is None:
             return
-        self.trial.report(float(acc), step=trainer.current_epoch + 1)  # one host read an epoch
-        if self.trial.should_prune():
+        from digits.search import storage_errors, storage_reason
+
+        try:
+            self.trial.report(float(acc), step=trainer.current_epoch + 1)  # one host read an epoch
+            prune = self.trial.should_prune()
+        except storage_errors() as e:  # pruning is advice: the run goes on and keeps its record
+            log.warning("the study's storage was lost (%s): this trial goes on without pruning", storage_reason(e))
+            self.trial = None
+            return
+        if prune:
             self.pruned = True
             trainer.should_stop = True
 

@@ -111,6 +111,40 @@ def candidates(params: dict[str, str]) -> dict[str, list[Any]]:
     return out
 
 
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a study's storage raises when it cannot be reached or written: Optuna wraps most of SQLAlchemy's errors
+    in StorageInternalError, but not all of them."""
+    import optuna
+
+    found: list[type[BaseException]] = [optuna.exceptions.StorageInternalError]
+    try:
+        import sqlalchemy.exc
+
+        found.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:  # a storage other than an RDB one
+        pass
+    return tuple(found)
+
+
+def storage_reason(e: BaseException) -> str:
+    """The cause of a storage error, in one line: Optuna's StorageInternalError says only that "invalid data, e.g.
+    exceeding max length" may be to blame, and SQLAlchemy's error quotes the whole SQL statement; the driver's own
+    error (a refused connection, a read-only database) is the reason."""
+    storage_error = storage_errors()[0]
+    while isinstance(e, storage_error) and (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    orig = getattr(e, "orig", None)
+    return _one_line(orig if isinstance(orig, BaseException) else e)
+
+
+def _masked(text: str, url: str) -> str:
+    """text with the URL's password starred, wherever a driver quoted it."""
+    import re
+
+    found = re.search(r"://[^:/@]+:([^@]*)@", url)
+    return text.replace(found.group(1), "***") if found and found.group(1) else text
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:200]
 
@@ -187,7 +221,7 @@ class SearchSweeperBase(Sweeper):
 
                     time.sleep(1.0 + attempt)
                     continue
-                text = " ".join(str(e).split())[:300]
+                text = _masked(storage_reason(e), self.storage_url())
                 where = _shown(self.storage_url())
                 raise UserError(f"cannot open the study {self.study_name!r} in {where}: {text}") from None
         ours = COMMAND_IDENTITY or search_identity(self.params, self.direction, arguments)
@@ -230,6 +264,19 @@ class SearchSweeperBase(Sweeper):
 
     # --- the loop ------------------------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
+        """The search; a storage lost on the way (a server stopped, a disk gone read-only) ends it in one line. The
+        trial whose job was running keeps its run record; the next run of the same command finds that trial's owner
+        gone, goes back to its job dir and reports the finished result, or resumes an unfinished one."""
+        try:
+            return self._sweep(arguments)
+        except storage_errors() as e:
+            raise UserError(
+                f"the study {self.study_name!r} in {_shown(self.storage_url())} cannot be read or written "
+                f"({_masked(storage_reason(e), self.storage_url())}); every job keeps its record in its dir: once the "
+                "storage can be reached and written, re-run the same command to continue"
+            ) from None
+
+    def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
         space, fixed = distributions(self.params)
@@ -495,9 +542,13 @@ def trial_from_env() -> Any | None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(
-        study_name=os.environ[ENV_STUDY],
-        storage=os.environ[ENV_STORAGE],
-        pruner=pruner(os.environ.get(ENV_PRUNER, "none")),
-    )
+    try:
+        study = optuna.load_study(
+            study_name=os.environ[ENV_STUDY],
+            storage=os.environ[ENV_STORAGE],
+            pruner=pruner(os.environ.get(ENV_PRUNER, "none")),
+        )
+    except storage_errors() as e:  # the sweeper that launched this job will say it too, when it reports the result
+        log.warning("the study's storage cannot be reached (%s): this trial trains without pruning", storage_reason(e))
+        return None
     return optuna.trial.Trial(study, int(os.environ[ENV_TRIAL]))

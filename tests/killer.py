@@ -63,3 +63,19 @@ class SignalWhileTesting(Callback):
             return original(*args, **kwargs)
 
         pipeline.predict_splits = signalled
+
+
+class CommandOnce(Callback):
+    """Runs the shell script `script` once, at global step `step` of the first process that gets there (`marker`
+    records it): an outside event, such as a database server stopped, at a chosen moment of a training run."""
+
+    def __init__(self, step: int, script: str, marker: str):
+        self.step, self.script, self.marker = step, script, marker
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import subprocess
+
+        if trainer.global_step == self.step and not os.path.exists(self.marker):
+            with open(self.marker, "w") as f:
+                f.write("fired\n")
+            subprocess.run(["bash", self.script], check=True, capture_output=True)

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -164,8 +165,20 @@ def _pg_bin() -> Path | None:
     return candidates[-1].parent if candidates else None
 
 
+@dataclass
+class PostgresServer:
+    url: str
+    start: list[str]  # the command that starts it again, on the same port
+    stop: list[str]  # the command that stops it at once, as a crash would
+
+
 @pytest.fixture
-def postgres(tmp_path: Path):
+def postgres(postgres_server: PostgresServer) -> str:
+    return postgres_server.url
+
+
+@pytest.fixture
+def postgres_server(tmp_path: Path):
     """A throwaway PostgreSQL cluster on 127.0.0.1 run as the `postgres` user (initdb and the server refuse root),
     with a password, so a wrong one can be tried."""
     bin_dir = _pg_bin()
@@ -202,29 +215,17 @@ def postgres(tmp_path: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start = subprocess.run(
-        [
-            *as_pg,
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(root / "data"),
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {port} -h 127.0.0.1 -k {root}",
-        ],
-        capture_output=True,
-        text=True,
+    pg_ctl = [*as_pg, str(bin_dir / "pg_ctl"), "-D", str(root / "data")]
+    start = [*pg_ctl, "-l", str(root / "log"), "-w", "start", "-o", f"-p {port} -h 127.0.0.1 -k {root}"]
+    started = subprocess.run(start, capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr + (root / "log").read_text()
+    server = PostgresServer(
+        f"postgresql://postgres:digits-pw@127.0.0.1:{port}/postgres", start, [*pg_ctl, "-m", "immediate", "stop"]
     )
-    assert start.returncode == 0, start.stderr + (root / "log").read_text()
     try:
-        yield f"postgresql://postgres:digits-pw@127.0.0.1:{port}/postgres"
+        yield server
     finally:
-        subprocess.run(
-            [*as_pg, str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True
-        )
+        subprocess.run(server.stop, capture_output=True)
 
 
 def test_two_workers_share_one_study_on_postgresql(
@@ -257,6 +258,67 @@ def test_two_workers_share_one_study_on_postgresql(
     wrong = postgres.replace("digits-pw", "nope")
     proc = run_cli(_search(grid_dir, tmp_path / "w2", f"hydra.sweeper.storage={wrong}"), cwd=tmp_path, check=False)
     one_line_error(proc, "cannot open the study")
+
+
+def test_a_storage_lost_mid_search_is_one_line_and_the_same_command_continues(
+    tmp_path: Path, grid_dir: Path, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PostgreSQL server stops (as a crash would) while trial 0 trains: the job finishes and keeps its record
+    (pruning is advice), the search ends in one line without the password; once the server is back, the same command
+    reports trial 0's finished result without training it again, and runs the rest."""
+    monkeypatch.setenv("DIGITS_TEST_STORAGE", postgres_server.url)
+    script = tmp_path / "stop.sh"
+    script.write_text(shlex.join(postgres_server.stop) + "\n")
+    marker = tmp_path / "fired"
+    stop = f"+callbacks.extra.crash={{_target_: killer.CommandOnce, step: 2, script: '{script}', marker: '{marker}'}}"
+    storage = "hydra.sweeper.storage=${oc.env:DIGITS_TEST_STORAGE}"
+    args = _search(grid_dir, tmp_path / "s", storage, "hydra.sweeper.n_trials=3", stop, lr="interval(0.01, 0.2)")
+    proc = run_cli(args, cwd=tmp_path, check=False)
+    one_line_error(proc, "the study 'digits' in postgresql://postgres:***@127.0.0.1:")
+    assert "re-run the same command" in proc.stderr and "digits-pw" not in proc.stdout + proc.stderr
+    first = next((tmp_path / "s").glob("0_*"))
+    assert (tmp_path / "fired").exists() and metrics_of(first)["status"] == "completed"
+    record = (first / "metrics.json").read_bytes()
+
+    subprocess.run(postgres_server.start, check=True, capture_output=True)
+    run_cli(args, cwd=tmp_path)
+    study = _study(postgres_server.url)
+    assert _states(study)["complete"] == 3  # and the sampler, seeded again, proposed trial 0's point: refused
+    assert all("repeat_of" in t.user_attrs for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
+    assert (first / "metrics.json").read_bytes() == record  # reported, not trained again
+    from digits.runs import tested_val_acc
+
+    assert study.trials[0].value == tested_val_acc(metrics_of(first))  # the job's own objective
+    assert sorted(d.name[0] for d in (tmp_path / "s").iterdir() if (d / "metrics.json").is_file()) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("db", ["an existing study", "a new study"])
+def test_a_storage_on_a_read_only_mount_is_one_line_naming_the_cause(tmp_path: Path, grid_dir: Path, db: str) -> None:
+    """A real read-only bind mount (root ignores chmod): the driver's reason, not Optuna's guess about "invalid
+    data, e.g. exceeding max length", and nothing written in the sweep dir."""
+    store = tmp_path / "store"
+    store.mkdir()
+    url = f"hydra.sweeper.storage=sqlite:///{store / 'study.db'}"
+    if db == "an existing study":
+        run_cli(_search(grid_dir, tmp_path / "first", url, "hydra.sweeper.n_trials=1"), cwd=tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(store), str(ro)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only here")
+        before = sorted(p.name for p in ro.iterdir())
+        more = [f"hydra.sweeper.storage=sqlite:///{ro / 'study.db'}", "hydra.sweeper.n_trials=2"]
+        proc = run_cli(_search(grid_dir, tmp_path / "second", *more), cwd=tmp_path, check=False)
+        one_line_error(proc, f"the study 'digits' in sqlite:///{ro / 'study.db'}")
+        assert "readonly" in proc.stderr.replace("read-only", "readonly") or "unable to open" in proc.stderr
+        assert "max length" not in proc.stderr
+        assert sorted(p.name for p in ro.iterdir()) == before
+        assert not any(p.is_file() for p in (tmp_path / "second").rglob("*") if p.name != "sweep.json")
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
 
 
 def test_the_dashboard_shows_a_finished_searchs_trials_in_a_real_browser(tmp_path: Path, grid_dir: Path) -> None:
