@@ -215,9 +215,32 @@ def recompute(ensemble: Path) -> float | None:
     if not files or not all(f.is_file() for f in files):
         return None
     arrays = [np.load(f) for f in files]
-    labels = arrays[0]["test_labels"].astype(np.int64)
+    labels = test_labels(ensemble.parent, arrays[0])
+    if labels is None:
+        return None
     mean = np.mean([a["test_probs"].astype(np.float32) for a in arrays], axis=0)
     return float((mean.argmax(1) == labels).mean())
+
+
+ANSWERS = "answers.csv.gz"  # a Kaggle-format study's answer key (results/kaggle_split.py), for its unlabelled test rows
+
+
+def test_labels(study_dir: Path, softmax):
+    """The labels of a run's test rows: its own, or for an unlabelled (Kaggle-format) test split the study's answer
+    key, in ImageId order (the order of test.csv's rows and of the softmax); None when neither is committed."""
+    import numpy as np
+
+    if "test_labels" in softmax:
+        return softmax["test_labels"].astype(np.int64)
+    key = study_dir / ANSWERS
+    if not key.is_file():
+        return None
+    import gzip
+
+    with gzip.open(key, "rt") as f:
+        rows = list(csv.DictReader(f))
+    rows.sort(key=lambda r: int(r["ImageId"]))
+    return np.array([int(r["Label"]) for r in rows], dtype=np.int64)
 
 
 def search(studies: list[str]) -> str:
@@ -273,6 +296,48 @@ def machines() -> str:
     return "\n".join(rows)
 
 
+def kaggle_reading(study: str, mnist_study: str = "headline") -> str:
+    """What a Kaggle-format study's committed softmax say, against the MNIST study of the same machine: one network
+    on all rows and on the rows from each MNIST file, and the ensemble against its best member (McNemar)."""
+    import gzip
+
+    import numpy as np
+
+    from digits import stats
+
+    folder = HERE / study
+    members = jobs(study)
+    arrays = [np.load(folder / name / "softmax.npz") for name, _ in members]
+    labels = test_labels(folder, arrays[0])
+    with gzip.open(folder / ANSWERS, "rt") as f:
+        key = sorted(csv.DictReader(f), key=lambda r: int(r["ImageId"]))
+    source = np.array([r["From"] for r in key])
+    preds = [a["test_probs"].astype(np.float32).argmax(1) for a in arrays]
+    right = [p == labels for p in preds]
+    mean_all = 100 * statistics.mean(float(r.mean()) for r in right)
+    mean_from = {
+        f: 100 * statistics.mean(float(r[source == f].mean()) for r in right) for f in ("train.csv", "test.csv")
+    }
+    mnist = 100 * statistics.mean(m["test_acc"] for _, m in jobs(mnist_study))
+    together = np.mean([a["test_probs"].astype(np.float32) for a in arrays], axis=0).argmax(1)
+    best = int(np.argmax([r.mean() for r in right]))
+    pair = stats.paired(together, preds[best], labels)
+    verdict = "beyond noise" if pair.p_value < stats.ALPHA else "within noise"
+    as_high = "as high as" if round(mean_from["test.csv"], 2) >= round(mnist, 2) else "below"
+    return (
+        f"One network of this recipe scores {mean_all:.2f}% here against {mnist:.2f}% on MNIST's test split on the "
+        f"same CPU ([{mnist_study}](../{mnist_study}/README.md)). The gap is in the images: on the "
+        f"{int((source == 'test.csv').sum()):,} MNIST test images among the 28,000 the same runs score "
+        f"{mean_from['test.csv']:.2f}% on average, {as_high} the {mnist:.2f}% of {mnist_study} with 54,000 training "
+        f"rows, and on the {int((source == 'train.csv').sum()):,} MNIST training images {mean_from['train.csv']:.2f}%; "
+        "a random cut of all 70,000 puts six of MNIST's training images in the test rows for every one of its test "
+        f"images. The five together score {100 * pair.a_correct / pair.n:.2f}%: {pair.a_only} rows right that the "
+        f"best member ({varied(members[best][0])}, {100 * pair.b_correct / pair.n:.2f}%) gets wrong, {pair.b_only} "
+        f"the other way, McNemar p = {pair.p_value:.2f}, {verdict}. On a Kaggle-format split drawn from all of MNIST, "
+        f"expect about {mean_all:.2f}% from one network of this recipe."
+    )
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["machines"]:
         print(machines())
@@ -289,3 +354,5 @@ if __name__ == "__main__":
         print(f"{study}:\n\n{paired(*study.split('..')) if '..' in study else table(study)}\n")
         if (HERE / study / "scores.csv").is_file():
             print(f"{study}, by source:\n\n{by_source(study)}\n")
+        if (HERE / study / ANSWERS).is_file():
+            print(f"{study}, read:\n\n{kaggle_reading(study)}\n")
