@@ -33,8 +33,13 @@ def build(cfg: DictConfig, callbacks: list[Callback] | None = None) -> tuple[Dig
     except InstantiationException as e:
         if isinstance(e.__cause__, UserError):
             raise e.__cause__ from None
-        text = " ".join(str(e).split())
-        raise UserError(f"bad config: {text[:400]}") from None
+        # Hydra's text repeats the target's path and ends with the key: say the key, then the cause in its own words.
+        import re
+
+        key = re.search(r"full_key: (\S+)", str(e))
+        cause = e.__cause__ if e.__cause__ is not None else e
+        text = " ".join(f"{type(cause).__name__}: {cause}".split())[:300]
+        raise UserError(f"bad config: {key.group(1) + ': ' if key else ''}{text}") from None
 
 
 def _build(cfg: DictConfig, callbacks: list[Callback] | None) -> tuple[DigitsDataModule, Classifier, L.Trainer]:

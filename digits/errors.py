@@ -88,3 +88,10 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def without_password(url: str) -> str:
+    """A URL (a study's storage, a tracking server) with its password starred, for messages and files."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

@@ -32,7 +32,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from digits.errors import UserError
+from digits.errors import UserError, without_password
 
 log = logging.getLogger("digits.search")
 
@@ -529,10 +529,7 @@ def _value(v: Any) -> str:
 
 
 def _shown(url: str) -> str:
-    """A storage URL without its password, for messages and files."""
-    import re
-
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return without_password(url)
 
 
 def trial_from_env() -> Any | None:

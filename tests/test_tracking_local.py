@@ -175,3 +175,45 @@ def test_a_tracking_uri_naming_another_runs_file_writes_nothing_there(tmp_path: 
     proc = run_cli([f"data.dir={grid_dir}", *FAST, "logger=mlflow", uri], tmp_path, check=False)
     one_line_error(proc, "not a SQLite database")
     assert sorted(p.name for p in other.iterdir()) == before and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, expect",
+    [
+        ("logger.mlflow.tracking_uri=sqlit:///x.db", "not a tracking URI MLflow knows"),
+        ("logger.mlflow.tracking_uri=postgresql://u:pw@127.0.0.1:1/db", "cannot connect (OperationalError"),
+        (f"logger.mlflow.experiment_name={'x' * 600}", "at most 500 characters (MLflow's limit), got 600"),
+    ],
+    ids=["typo", "no server", "long name"],
+)
+def test_a_tracking_setting_mlflow_cannot_use_is_one_line_naming_its_key(
+    tmp_path: Path, grid_dir: Path, setting: str, expect: str
+) -> None:
+    """Each names the key that is wrong and why, before anything is written: not Hydra's "Error in call to target"
+    cut mid-sentence, not MLflow's minutes of retries, not a name blamed on the tracking URI after MLflow's INFO
+    lines; and never the password."""
+    pytest.importorskip("mlflow")
+    proc = run_cli([f"data.dir={grid_dir}", *FAST, "logger=mlflow", setting], tmp_path, check=False)
+    one_line_error(proc, f"{setting.split('=')[0]}")
+    assert expect in proc.stderr and "pw@" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(scheme=st.from_regex(r"[a-z][a-z0-9+.-]{0,12}", fullmatch=True))
+def test_a_tracking_uri_is_accepted_only_with_a_scheme_mlflow_logs_to(scheme: str) -> None:
+    """Any scheme: one MLflow can log to passes the scheme check (a database is then connected to, a server asked
+    for its health), any other is one line naming the key."""
+    from digits.errors import UserError
+    from digits.loggers import mlflow_run
+
+    base = scheme.split("+", 1)[0]
+    uri = f"{scheme}://127.0.0.1:1/x"
+    if base in mlflow_run.SCHEMES:
+        try:
+            mlflow_run.check_server(uri, timeout=1)
+        except UserError as e:
+            assert "not a tracking URI" not in str(e)
+    else:
+        with pytest.raises(UserError, match="not a tracking URI MLflow knows"):
+            mlflow_run.check_server(uri)

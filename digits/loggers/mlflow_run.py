@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from digits import fingerprint
-from digits.errors import UserError
+from digits.errors import UserError, without_password
 from digits.loggers import epoch_step, final_metrics
 from digits.runs import RunDir, RunRecord, write_json_atomic
 from digits.schema import plain_config
@@ -98,9 +98,26 @@ def _store_lock(uri: str) -> Iterator[None]:
         os.close(fd)
 
 
+# The tracking URIs MLflow can log to: a database (SQLAlchemy's dialects, with or without a driver: postgresql+psycopg),
+# a tracking server, or a folder (a plain path or file:///).
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+SCHEMES = (*DATABASES, "http", "https", "file", "")
+MAX_EXPERIMENT_NAME = 500  # MLflow's own limit, which it enforces only when the experiment is created
+
+
 def check_server(uri: str, timeout: float = 5.0) -> None:
-    """An http(s) tracking URI must answer MLflow's health check now, not after an hour of training; a SQLite one
-    must name a database or a new file, checked before anything (its lock file among them) is written beside it."""
+    """A tracking URI is checked before anything is written: its scheme must be one MLflow logs to (a typo is not
+    left to MLflow's model-registry error); an http(s) one must answer MLflow's health check now, not after an hour
+    of training; a database server must accept a connection (MLflow itself retries for minutes); a SQLite one must
+    name a database or a new file, checked before its lock file is written beside it."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in SCHEMES:
+        raise UserError(
+            f"logger.mlflow.tracking_uri={without_password(uri)}: not a tracking URI MLflow knows; expected "
+            "sqlite:///FILE, http(s)://HOST:PORT, postgresql://, mysql:// or mssql://USER@HOST/DB, or a folder"
+        )
+    if scheme in DATABASES and scheme != "sqlite":
+        _check_database(uri, timeout)
     db = _sqlite_file(uri)
     if db is not None and db.exists():
         try:
@@ -130,6 +147,23 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     )
 
 
+def _check_database(uri: str, timeout: float) -> None:
+    import sqlalchemy
+
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": max(1, int(timeout))})
+        with engine.connect():
+            pass
+    except Exception as e:  # a driver missing, a server down, a wrong password
+        cause = getattr(e, "orig", None) or e
+        why = " ".join(f"{type(cause).__name__}: {cause}".split())[:300].replace(uri, without_password(uri))
+        raise UserError(f"logger.mlflow.tracking_uri={without_password(uri)}: cannot connect ({why})") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
 class EpochMLFlowLogger(MLFlowLogger):
     """Lightning's MLFlowLogger, one MLflow run per run dir.
 
@@ -153,6 +187,13 @@ class EpochMLFlowLogger(MLFlowLogger):
         except ImportError:
             raise UserError('logger=mlflow needs MLflow: pip install -e ".[track]"') from None
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a lost server costs seconds, not minutes
+        for noisy in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." on stderr
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        if len(experiment_name) > MAX_EXPERIMENT_NAME:
+            raise UserError(
+                f"logger.mlflow.experiment_name: at most {MAX_EXPERIMENT_NAME} characters (MLflow's limit), "
+                f"got {len(experiment_name)}"
+            )
         check_server(tracking_uri)
         self.run_dir = RunDir(run_dir)
         stored = self._stored(tracking_uri)
@@ -236,7 +277,8 @@ class EpochMLFlowLogger(MLFlowLogger):
                 if resumed:
                     client.update_run(run_id, status="RUNNING")
         except MlflowException as e:
-            raise UserError(f"logger.mlflow.tracking_uri={uri}: {' '.join(str(e).split())[:300]}") from None
+            where = f"logger.mlflow (tracking_uri={without_password(uri)}, experiment_name={self._experiment_name})"
+            raise UserError(f"{where}: {' '.join(str(e).split())[:300]}") from None
         write_json_atomic(
             self.run_dir.mlflow_file,
             {"tracking_uri": uri, "experiment_id": self._experiment_id, "run_id": run_id},
