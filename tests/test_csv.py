@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import make_folder, synthetic_digits, write_digits_csv
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from digits.data.csv import GRID_COLUMNS, KAGGLE_COLUMNS, cache_path, load_csv, parse_csv
@@ -92,6 +92,34 @@ def test_cache_is_reused_and_an_edited_csv_is_parsed_again(tmp_path: Path) -> No
     path.write_text("\n".join(text) + "\n")
     edited = load_csv(path, require_label=True)
     assert edited.images.reshape(30, -1)[0, 4] == int(cells[5])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(row=st.integers(0, 199), col=st.integers(1, 784), value=st.integers(0, 255))
+def test_a_cache_stands_for_the_exact_bytes_whatever_keeps_the_size_and_mtime(
+    tmp_path_factory: pytest.TempPathFactory, row: int, col: int, value: int
+) -> None:
+    """Any one cell edited, anywhere in a file far longer than its two ends, to a value of the same width, with the
+    file's mtime put back: the run reads the new value, as the fingerprint's sha256 says the data changed."""
+    import os
+
+    tmp = tmp_path_factory.mktemp("edit")
+    x, y = synthetic_digits(200)
+    path = write_digits_csv(tmp / "train.csv", x, y)
+    load_csv(path, require_label=True)
+    lines = path.read_text().splitlines()
+    cells = lines[1 + row].split(",")
+    width = len(cells[col])  # a value of the same number of digits keeps the file's size
+    new = str({1: value % 10, 2: 10 + value % 90, 3: 100 + value % 156}[width])
+    if int(new) == int(cells[col]):
+        return
+    cells[col] = new
+    lines[1 + row] = ",".join(cells)
+    before = os.stat(path)
+    path.write_text("\n".join(lines) + "\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_size == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
+    assert load_csv(path, require_label=True).images.reshape(200, -1)[row, col - 1] == int(new)
 
 
 def test_a_broken_cache_file_is_rebuilt(tmp_path: Path) -> None:
