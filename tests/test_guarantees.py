@@ -553,3 +553,140 @@ def test_a_resume_with_another_batch_schedule_is_refused_and_changes_nothing(tmp
     proc = run_cli([f"resume={run}", "trainer.enable_progress_bar=false"], cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from(["sgd", "adam", "x y"]),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+_CONFIGS = st.dictionaries(st.sampled_from(["a", "b.c", "b.d", "lr", "optim.name"]), _VALUES, max_size=5)
+_FILES = st.dictionaries(
+    st.sampled_from(["train.csv", "test.csv"]),
+    st.fixed_dictionaries({"path": st.sampled_from(["/d/x.csv", "/e/x.csv"]), "sha256": st.sampled_from(["aa", "bb"])}),
+)
+
+
+def _shown(v: object) -> str:
+    return "null" if v is None else json.dumps(v) if isinstance(v, list) else str(v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(was=_CONFIGS, now=_CONFIGS, was_data=_FILES, now_data=_FILES)
+def test_the_first_difference_named_is_the_first_key_that_differs_present_or_absent(
+    was: dict, now: dict, was_data: dict, now_data: dict
+) -> None:
+    """A refusal names the first key (in sorted order) whose value differs, a key on one side only included, with
+    both values as the user wrote them; then the first data file added, gone or changed; and the run's digest
+    changes exactly when its trajectory does."""
+    keys = sorted(k for k in set(was) | set(now) if was.get(k, "<absent>") != now.get(k, "<absent>"))
+    got = fingerprint.first_difference(was, now)
+    if not keys:
+        assert got is None
+    else:
+        k = keys[0]
+        want = (
+            f"{k}: was {_shown(was[k]) if k in was else '<absent>'}, now {_shown(now[k]) if k in now else '<absent>'}"
+        )
+        assert got == want
+    names = sorted(
+        n
+        for n in set(was_data) | set(now_data)
+        if was_data.get(n) is None or now_data.get(n) is None or was_data[n]["sha256"] != now_data[n]["sha256"]
+    )
+    got = fingerprint.data_difference(was_data, now_data)
+    if not names:
+        assert got is None
+    elif names[0] not in was_data:
+        assert got == f"data file {names[0]}: added"
+    elif names[0] not in now_data:
+        assert got == f"data file {names[0]}: gone"
+    else:
+        assert got == f"data file {names[0]} ({now_data[names[0]]['path']}) has changed since the run started"
+    a = fingerprint.of_run({"optim": {"lr": 0.1}, **{k.replace(".", "_"): v for k, v in was.items()}}, None)
+    b = fingerprint.of_run({"optim": {"lr": 0.1}, **{k.replace(".", "_"): v for k, v in now.items()}}, None)
+    same = json.dumps(a["config"], sort_keys=True) == json.dumps(b["config"], sort_keys=True)  # 0 is not false
+    assert (a["digest"] == b["digest"]) == same
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    folder=st.sampled_from([None, "", "d1", "/abs/d2"]),
+    root=st.sampled_from([None, "", "r1", "/abs/r2"]),
+    lr=st.sampled_from([0.1, 0.2]),
+)
+def test_a_job_is_identified_by_where_its_data_lies_dir_before_root(folder, root, lr) -> None:
+    """data.dir, else data.root, else the embedded MNIST: made absolute for a sweep job's key, and the folder whose
+    bytes a run fingerprints; data.dir and data.root are not in the trajectory (the bytes stand for them)."""
+    from pathlib import Path
+
+    from digits.cache import mnist_root
+
+    plain = {"optim": {"lr": lr}, "data": {"dir": folder, "root": root, "batch_size": 32}}
+    where = folder or root
+    key = fingerprint.job_key(plain)
+    assert key["data.location"] == (str(Path(where).absolute()) if where else None)
+    assert key["optim.lr"] == lr and key["data.batch_size"] == 32 and "data.dir" not in key and "data.root" not in key
+    assert fingerprint.data_dir_of(plain) == Path(where or mnist_root())
+
+
+def test_a_runs_data_identity_names_each_file_by_its_real_path_and_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    folder = make_folder(tmp_path / "d", n_train=20, n_test=5, test="labelled")
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    got = fingerprint.data_identity(link)
+    assert sorted(got) == ["test.csv", "train.csv"]
+    for name, entry in got.items():
+        assert entry == {
+            "path": str(folder.resolve() / name),
+            "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+        }
+
+
+@settings(max_examples=200, deadline=None)
+@given(was=_CONFIGS, now=_CONFIGS, data=_FILES, filled=st.sets(st.sampled_from(fingerprint.FILLED)))
+def test_a_resume_and_a_checkpoint_are_refused_exactly_when_their_run_differs(
+    was: dict, now: dict, data: dict, filled: set
+) -> None:
+    """check_same: refused, naming the first difference and the run dir, when the config differs, whatever the data;
+    when it does not, refused exactly when the data does. check_checkpoint: a checkpoint of this run (its digest) or
+    one from before digests is resumed; another run's is refused naming what differs. check_same_config: what the run
+    filled in itself counts only where the resume names a value."""
+    from pathlib import Path
+
+    from digits.errors import UserError
+
+    where = Path("/runs/r")
+    stored = {"digest": "d1", "config": was, "data": data}
+    diff = fingerprint.first_difference(was, now)
+    if diff:
+        with pytest.raises(UserError) as e:
+            fingerprint.check_same(stored, {"config": now, "data": data}, where)
+        assert e.value.file == str(where) and diff in str(e.value) and e.value.what.startswith("a resume must")
+    else:
+        fingerprint.check_same(stored, {"config": now, "data": data}, where)
+    changed = {k: {**v, "sha256": v["sha256"] + "x"} for k, v in data.items()}
+    if data and not fingerprint.first_difference(was, now):
+        with pytest.raises(UserError, match="has changed since the run started"):
+            fingerprint.check_same(stored, {"config": now, "data": changed}, where)
+
+    fingerprint.check_checkpoint(stored, {"digits_fingerprint": "d1"}, where)
+    fingerprint.check_checkpoint(stored, {}, where)  # written before checkpoints carried a digest
+    with pytest.raises(UserError, match="was written by another run") as e:
+        fingerprint.check_checkpoint(stored, {"digits_fingerprint": "d2", "digits_config": {}}, where / "last.ckpt")
+    assert e.value.file == str(where / "last.ckpt")
+
+    was_f = {**was, **{k: 1 for k in filled}}
+    now_f = {**now, **{k: None for k in filled}}  # the resume leaves them to the run: not compared
+    if fingerprint.first_difference(was, now):
+        with pytest.raises(UserError, match=r"from its last\.ckpt"):
+            fingerprint.check_same_config(was_f, now_f, where)
+    else:
+        fingerprint.check_same_config(was_f, now_f, where)
+        if filled:
+            with pytest.raises(UserError, match=r"from its last\.ckpt"):
+                fingerprint.check_same_config(was_f, {**now, **{k: 2 for k in filled}}, where)

@@ -67,6 +67,8 @@ def cli_env(cwd: Path) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "DIGITS_DATA": str(cwd / "data")}
     if "PYTEST_XDIST_WORKER" in os.environ:
         env.setdefault("OMP_NUM_THREADS", "1")
+    if env.get("MUTANT_UNDER_TEST") == "stats":  # mutmut's coverage pass counts calls in the test process only
+        del env["MUTANT_UNDER_TEST"]
     return env
 
 
