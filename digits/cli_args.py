@@ -378,13 +378,13 @@ def _sweep_jobs(args: list[str], cfg: DictConfig, composer: Composer) -> list[di
 
 
 def _search_job(args: list[str], cfg: DictConfig, composer: Composer) -> dict[str, Any]:
-    """A search's one entry in sweep.json: its identity (search.identity: the resolved base config, where its data
+    """A search's one entry in sweep.json: its identity (search_space.identity: the resolved base config, where its data
     lies, the space and the direction; not n_trials, the pruner or how the command spelled them), checked first
     at every bound of its space. The same identity is what its study in the storage must hold."""
-    from digits import search
+    from digits import search_space
 
     params = _search_space(args, cfg, composer)
-    ident = search.identity(composer.plain, params, str(cfg.hydra.sweeper.get("direction", "maximize")))
+    ident = search_space.identity(composer.plain, params, str(cfg.hydra.sweeper.get("direction", "maximize")))
     return {
         "overrides": [f"search over {ident['summary']}"],
         "id": ident["digest"],
@@ -397,7 +397,7 @@ def _search_space(args: list[str], cfg: DictConfig, composer: Composer) -> dict[
     """Compose a job at every bound and choice of a search's space, through the same schema as every run: a value
     no trial could run with is one line now, before the first trial, naming the range it came from. Returns the
     space (the config's, with the command's ranges); the composer is left holding the base config."""
-    from digits import search
+    from digits import search_space
 
     params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=True)
     given = [a for a in args if not a.startswith("-")]
@@ -408,7 +408,7 @@ def _search_space(args: list[str], cfg: DictConfig, composer: Composer) -> dict[
             params[name[len("hydra.sweeper.params.") :]] = arg.split("=", 1)[1]  # type: ignore[index]
         elif not o.is_sweep_override():
             base.append(arg)
-    for key, values in search.candidates(params).items():  # type: ignore[arg-type]
+    for key, values in search_space.candidates(params).items():  # type: ignore[arg-type]
         for value in values:
             try:
                 composer.compose([*base, f"{key}={value}"])
