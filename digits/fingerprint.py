@@ -35,7 +35,9 @@ NOT_TRAJECTORY = (
 
 
 def flatten(plain: Any, prefix: str = "") -> dict[str, Any]:
-    """{'optim.lr': 0.1, ...}; lists stay values, an empty or null group is one key."""
+    """{'optim.lr': 0.1, ...}; lists stay values, an empty or null group is one key (an empty config, none)."""
+    if not prefix and plain == {}:
+        return {}
     if isinstance(plain, dict) and plain:
         out: dict[str, Any] = {}
         for k, v in plain.items():

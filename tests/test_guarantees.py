@@ -679,14 +679,28 @@ def test_a_resume_and_a_checkpoint_are_refused_exactly_when_their_run_differs(
     with pytest.raises(UserError, match="was written by another run") as e:
         fingerprint.check_checkpoint(stored, {"digits_fingerprint": "d2", "digits_config": {}}, where / "last.ckpt")
     assert e.value.file == str(where / "last.ckpt")
+    assert f"({fingerprint.first_difference(was, {}) or 'other data'})" in str(e.value)  # what differs, or the data
 
     was_f = {**was, **{k: 1 for k in filled}}
     now_f = {**now, **{k: None for k in filled}}  # the resume leaves them to the run: not compared
     if fingerprint.first_difference(was, now):
-        with pytest.raises(UserError, match=r"from its last\.ckpt"):
+        with pytest.raises(UserError, match=r"from its last\.ckpt") as e:
             fingerprint.check_same_config(was_f, now_f, where)
+        assert e.value.file == str(where)
     else:
         fingerprint.check_same_config(was_f, now_f, where)
         if filled:
             with pytest.raises(UserError, match=r"from its last\.ckpt"):
                 fingerprint.check_same_config(was_f, {**now, **{k: 2 for k in filled}}, where)
+
+
+def test_a_digest_is_stable_across_versions_and_blind_to_key_order() -> None:
+    """Every run dir stores its digest (fingerprint.json, its checkpoints): the same config must give the same 16 hex
+    digits in every later version of the project, whatever the order its keys were built in, paths as their text."""
+    import hashlib
+    from pathlib import Path
+
+    canonical = b'{"optim.lr": 0.1, "seed": 0}'  # JSON, keys sorted, the first 16 hex digits of its sha256
+    assert fingerprint.digest({"optim.lr": 0.1, "seed": 0}) == hashlib.sha256(canonical).hexdigest()[:16]
+    assert fingerprint.digest({"seed": 0, "optim.lr": 0.1}) == fingerprint.digest({"optim.lr": 0.1, "seed": 0})
+    assert fingerprint.digest([Path("/d/train.csv")]) == fingerprint.digest(["/d/train.csv"])
